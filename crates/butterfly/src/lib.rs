@@ -1,0 +1,1 @@
+//! The Butterfly binary: serve (embedded or per role), user and migrate commands.

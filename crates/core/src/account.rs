@@ -1,0 +1,217 @@
+//! Accounts: the sign-in name, credentials, and the password rules.
+
+use std::fmt;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+/// Database id of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserId(pub i64);
+
+/// A sign-in name (`alice@example.com`), normalised to lower case.
+///
+/// Parse, don't validate: every `Email` in the system has passed [`Email::parse`], so it
+/// can be written into a command line as one token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+/// Longest sign-in name we accept; Passport allowed 129 characters.
+pub const MAX_EMAIL_LEN: usize = 129;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid sign-in name: {0:?}")]
+pub struct InvalidEmail(pub String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, InvalidEmail> {
+        let bad = || InvalidEmail(s.chars().take(MAX_EMAIL_LEN).collect());
+        if s.is_empty() || s.len() > MAX_EMAIL_LEN {
+            return Err(bad());
+        }
+        let (local, domain) = s.split_once('@').ok_or_else(bad)?;
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-+".contains(c);
+        if local.is_empty()
+            || domain.len() < 3
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || !local.chars().all(ok_char)
+            || !domain.chars().all(ok_char)
+        {
+            return Err(bad());
+        }
+        Ok(Email(s.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = InvalidEmail;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Email::parse(&s)
+    }
+}
+
+impl From<Email> for String {
+    fn from(e: Email) -> String {
+        e.0
+    }
+}
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: UserId,
+    pub email: Email,
+    pub friendly_name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Only for accounts that opted in to MSNP2–7 sign-in (`--legacy-md5`).
+    pub legacy_md5: Option<LegacyMd5>,
+}
+
+/// The MSNP2–7 secret: the server sends `salt` in `USR MD5 S` and the client answers with
+/// `md5(salt || password)`. The salt is fixed per account, so this hash is a password
+/// equivalent — weak by nature, which is why an account has to opt in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyMd5 {
+    pub salt: String,
+    pub hash: String,
+}
+
+impl LegacyMd5 {
+    pub fn new(password: &str) -> Self {
+        let salt = format!("{}.{}", rand::random::<u32>(), rand::random::<u32>());
+        let hash = hex::encode(Md5::digest(format!("{salt}{password}").as_bytes()));
+        LegacyMd5 { salt, hash }
+    }
+
+    pub fn verify(&self, answer: &str) -> bool {
+        constant_time_eq(self.hash.as_bytes(), answer.to_ascii_lowercase().as_bytes())
+    }
+}
+
+/// New-account input, checked.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub email: Email,
+    pub friendly_name: String,
+    pub password_hash: String,
+    pub legacy_md5: Option<LegacyMd5>,
+}
+
+/// argon2id cost parameters (memory in KiB, iterations, lanes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for PasswordCost {
+    /// OWASP's second argon2id recommendation: 19 MiB, 2 iterations, 1 lane.
+    fn default() -> Self {
+        PasswordCost {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("password must be 1 to 128 characters")]
+    Length,
+    #[error("invalid argon2 parameters: {0}")]
+    Params(String),
+}
+
+impl PasswordCost {
+    fn argon2(&self) -> Result<argon2::Argon2<'static>, PasswordError> {
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| PasswordError::Params(e.to_string()))?;
+        Ok(argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            params,
+        ))
+    }
+
+    /// Hash a password to a PHC string. CPU-heavy: call it off the async runtime.
+    pub fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        if password.is_empty() || password.chars().count() > 128 {
+            return Err(PasswordError::Length);
+        }
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        self.argon2()?
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| PasswordError::Params(e.to_string()))
+    }
+}
+
+/// Check a password against a stored PHC string (its own parameters are used).
+/// CPU-heavy: call it off the async runtime.
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Compare without an early exit, so timing does not reveal the matching prefix.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Longest friendly name, in characters (what MSN allowed).
+pub const MAX_FRIENDLY_LEN: usize = 387;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_parsing() {
+        assert_eq!(Email::parse("Alice@Example.COM").unwrap().as_str(), "alice@example.com");
+        for bad in ["", "alice", "@x.com", "a@b", "a b@x.com", "a@x.com\r\n", "a@.com", "a@x.com."] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Email::parse(&format!("{}@x.com", "a".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn password_round_trip() {
+        let cost = PasswordCost { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let phc = cost.hash("hunter2").unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_password(&phc, "hunter2"));
+        assert!(!verify_password(&phc, "hunter3"));
+        assert!(!verify_password("garbage", "hunter2"));
+        assert!(cost.hash("").is_err());
+    }
+
+    #[test]
+    fn legacy_md5_matches_client_hash() {
+        let secret = LegacyMd5::new("password");
+        let client = hex::encode(Md5::digest(format!("{}password", secret.salt).as_bytes()));
+        assert!(secret.verify(&client));
+        assert!(secret.verify(&client.to_uppercase()));
+        assert!(!secret.verify("7f919fab309532df353c901430df36fa"));
+    }
+}

@@ -1,0 +1,65 @@
+//! The pub/sub and session-directory port: presence fan-out and events directed at one user.
+//!
+//! Embedded: in-process maps (`butterfly-bus`). Distributed: Redis keys and channels
+//! (`pres:{user}`, `user:{user}`). A session attaches once, watches the users on its
+//! forward list, and reads every event from one bounded queue. A session that does not
+//! drain its queue is cut off (its `overflow` token is cancelled) rather than allowed to
+//! grow memory or slow the publisher.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::account::Email;
+use crate::lists::PeerView;
+use crate::presence::Presence;
+
+/// One NS connection, unique for the life of the process (distributed: of the cluster).
+pub type SessionId = u64;
+
+/// Everything a session can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A watched user's presence; `None` when they signed out.
+    Presence { user: Email, presence: Option<Presence> },
+    /// Something addressed to this session's user.
+    User(UserEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserEvent {
+    /// The account signed in again on session `session`; every other session closes
+    /// with `OUT OTH`.
+    SignedInElsewhere { session: SessionId },
+    /// `from` added me to (or removed me from) their forward list, so my reverse list
+    /// changed; `version` is my list version after the change.
+    ReverseList { from: Email, friendly_name: String, added: bool, version: u64 },
+    /// `peer` changed how they treat me (AL/BL/BLP); re-decide whether I see them.
+    PeerViewChanged { peer: Email, view: PeerView },
+    /// An invitation to a switchboard session.
+    Ring { session_id: u32, sb_address: String, inviter: Email, inviter_friendly: String },
+}
+
+/// How many events may wait for one session before it is cut off as a slow consumer.
+pub const SESSION_QUEUE: usize = 1024;
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Register a session of `user`. Its events arrive on `tx`; if `tx` is full the bus
+    /// cancels `overflow` and drops the event.
+    async fn attach(&self, user: &Email, tx: mpsc::Sender<Event>, overflow: CancellationToken) -> SessionId;
+    /// Forget a session: its watches, its presence (publishing offline if it was the
+    /// user's current presence), and its queue.
+    async fn detach(&self, session: SessionId);
+    /// Deliver presence changes of `users` to `session`.
+    async fn watch(&self, session: SessionId, users: &[Email]);
+    async fn unwatch(&self, session: SessionId, users: &[Email]);
+    /// Set the presence of `session`'s user and tell the watchers. `None` = signed out.
+    /// Fenced by session: an older session of the same user cannot overwrite a newer one.
+    async fn publish_presence(&self, session: SessionId, presence: Option<Presence>);
+    /// Current presence of each of `users` that is signed in (including HDN).
+    async fn presence(&self, users: &[Email]) -> Vec<(Email, Presence)>;
+    /// Send an event to every session of `user`; returns how many sessions got it.
+    async fn send(&self, user: &Email, event: UserEvent) -> usize;
+}

@@ -1,0 +1,15 @@
+//! Butterfly's domain and ports.
+//!
+//! Pure rules (what a list change means, who may see whom) and the traits the roles are
+//! written against. Architecture invariant: nothing here knows a transport or a database
+//! (no sqlx, axum, tonic, redis); the embedded and distributed modes differ only in which
+//! implementation of each port is passed in.
+
+pub mod account;
+pub mod bus;
+pub mod lists;
+pub mod presence;
+pub mod store;
+pub mod tickets;
+
+pub use account::{Account, Email, UserId};

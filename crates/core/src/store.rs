@@ -1,0 +1,43 @@
+//! The durable-data port. Implementations: SQLite (embedded) in `butterfly-store`;
+//! Postgres arrives with the distributed mode. Every method that changes data has
+//! committed before it returns `Ok`.
+
+use async_trait::async_trait;
+
+use crate::account::{Account, Email, LegacyMd5, NewAccount, UserId};
+use crate::lists::{EditOutcome, ListError, ListOp, PeerView, Roster};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an account with that sign-in name exists")]
+    DuplicateAccount,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_account(&self, new: NewAccount) -> Result<Account, StoreError>;
+    async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError>;
+    async fn account_by_id(&self, id: UserId) -> Result<Option<Account>, StoreError>;
+    /// All accounts, ordered by sign-in name.
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Replace the password (and the legacy MD5 secret: `None` turns MD5 sign-in off).
+    /// `false` when there is no such account.
+    async fn set_password(
+        &self,
+        email: &Email,
+        password_hash: String,
+        legacy_md5: Option<LegacyMd5>,
+    ) -> Result<bool, StoreError>;
+    /// Delete an account and every list entry that mentions it. `false` when absent.
+    async fn delete_account(&self, email: &Email) -> Result<bool, StoreError>;
+
+    /// The owner's lists, groups and settings, with each contact's view of the owner.
+    async fn roster(&self, owner: UserId) -> Result<Roster, StoreError>;
+    /// How `owner` treats `viewer` (privacy and the lists holding the viewer).
+    async fn peer_view(&self, owner: UserId, viewer: UserId) -> Result<PeerView, StoreError>;
+    /// Apply one list edit atomically (rules in [`crate::lists::apply`]), bumping the list
+    /// version of the owner and of anyone whose RL changed. Durable before it returns.
+    async fn edit(&self, owner: UserId, op: ListOp) -> Result<Result<EditOutcome, ListError>, StoreError>;
+}

@@ -1,0 +1,1 @@
+//! The Passport role: nexus and Passport 1.4 login over HTTP, issuing signed tickets.

@@ -1,0 +1,84 @@
+//! Conversions between domain values and what SQLite stores.
+//!
+//! Values read back are checked, not trusted: a row the domain types cannot represent (an
+//! unknown privacy code, a malformed GUID) surfaces as a [`StoreError::Backend`] naming the
+//! column, rather than a panic or a silently different value.
+
+use std::fmt::Display;
+
+use butterfly_core::account::{Account, Email, LegacyMd5, UserId};
+use butterfly_core::lists::{Gtc, ListMask, Privacy};
+use butterfly_core::store::StoreError;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+/// Any database failure. `StoreError` lives in core, which knows no sqlx, so there is no
+/// `From` impl to lean on.
+pub(crate) fn backend(e: impl Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(column: &str, value: impl Display) -> StoreError {
+    StoreError::Backend(format!("unreadable value in {column}: {value}"))
+}
+
+pub(crate) fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(column).map_err(backend)
+}
+
+pub(crate) fn email(column: &str, s: &str) -> Result<Email, StoreError> {
+    Email::parse(s).map_err(|_| corrupt(column, s))
+}
+
+pub(crate) fn guid(column: &str, s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|_| corrupt(column, s))
+}
+
+/// GUIDs are stored as lower-case hyphenated text: readable in the `sqlite3` shell, and
+/// the form MSNP10+ clients send.
+pub(crate) fn guid_text(g: Uuid) -> String {
+    g.hyphenated().to_string()
+}
+
+pub(crate) fn mask(column: &str, v: i64) -> Result<ListMask, StoreError> {
+    u8::try_from(v).map(ListMask).map_err(|_| corrupt(column, v))
+}
+
+pub(crate) fn group_number(column: &str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(column, v))
+}
+
+pub(crate) fn version(column: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(column, v))
+}
+
+pub(crate) fn privacy(column: &str, s: &str) -> Result<Privacy, StoreError> {
+    Privacy::parse(s).ok_or_else(|| corrupt(column, s))
+}
+
+pub(crate) fn gtc(column: &str, s: &str) -> Result<Gtc, StoreError> {
+    Gtc::parse(s).ok_or_else(|| corrupt(column, s))
+}
+
+/// The columns [`account`] reads, for `SELECT {ACCOUNT_COLUMNS} FROM users`.
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, email, friendly_name, password_hash, md5_salt, md5_hash";
+
+pub(crate) fn account(row: &SqliteRow) -> Result<Account, StoreError> {
+    let salt: Option<String> = get(row, "md5_salt")?;
+    let hash: Option<String> = get(row, "md5_hash")?;
+    Ok(Account {
+        id: UserId(get(row, "id")?),
+        email: email("users.email", get(row, "email")?)?,
+        friendly_name: get(row, "friendly_name")?,
+        password_hash: get(row, "password_hash")?,
+        // The schema keeps both or neither.
+        legacy_md5: match (salt, hash) {
+            (Some(salt), Some(hash)) => Some(LegacyMd5 { salt, hash }),
+            _ => None,
+        },
+    })
+}

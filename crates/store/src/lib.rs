@@ -1,0 +1,1 @@
+//! Durable storage for Butterfly: the SQLite implementation of the core Store port, with migrations.

@@ -1,0 +1,1 @@
+//! The switchboard role: chat sessions held in memory (USR/CAL/ANS/MSG/BYE).
