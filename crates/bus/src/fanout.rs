@@ -42,7 +42,10 @@ impl Sink {
             Err(TrySendError::Full(_)) => {
                 // Warn once per session, not once per dropped event.
                 if !self.overflow.is_cancelled() {
-                    tracing::warn!(session = self.session, "session queue full; cutting off slow consumer");
+                    tracing::warn!(
+                        session = self.session,
+                        "session queue full; cutting off slow consumer"
+                    );
                     self.overflow.cancel();
                 }
                 false
@@ -58,7 +61,10 @@ pub fn deliver(sinks: &[Arc<Sink>], event: Event) -> usize {
     let Some((last, rest)) = sinks.split_last() else {
         return 0;
     };
-    let queued = rest.iter().filter(|sink| sink.deliver(event.clone())).count();
+    let queued = rest
+        .iter()
+        .filter(|sink| sink.deliver(event.clone()))
+        .count();
     queued + usize::from(last.deliver(event))
 }
 
@@ -128,14 +134,28 @@ impl LocalFanout {
         overflow: CancellationToken,
     ) -> bool {
         if self.sessions.contains_key(&session) {
-            tracing::error!(session, "session id attached twice; replacing the old registration");
+            tracing::error!(
+                session,
+                "session id attached twice; replacing the old registration"
+            );
             self.detach(session);
         }
         let sessions = self.by_user.entry(user.clone()).or_default();
         sessions.push(session);
         let first = sessions.len() == 1;
-        let sink = Arc::new(Sink { session, tx, overflow });
-        self.sessions.insert(session, LocalSession { user, sink, watching: HashSet::new() });
+        let sink = Arc::new(Sink {
+            session,
+            tx,
+            overflow,
+        });
+        self.sessions.insert(
+            session,
+            LocalSession {
+                user,
+                sink,
+                watching: HashSet::new(),
+            },
+        );
         first
     }
 
@@ -156,7 +176,11 @@ impl LocalFanout {
                 last_of_user = true;
             }
         }
-        Some(Detached { user: local.user, last_of_user, unwatched })
+        Some(Detached {
+            user: local.user,
+            last_of_user,
+            unwatched,
+        })
     }
 
     /// `session` now gets the presence events of `users`. Watching a user twice is the same
@@ -213,7 +237,9 @@ impl LocalFanout {
 
     /// Where `user`'s presence events go: the sinks of the sessions that watch them.
     pub fn watcher_sinks(&self, user: &Email) -> Vec<Arc<Sink>> {
-        self.watchers.get(user).map_or_else(Vec::new, |sessions| self.sinks(sessions.iter()))
+        self.watchers
+            .get(user)
+            .map_or_else(Vec::new, |sessions| self.sinks(sessions.iter()))
     }
 
     /// Where events addressed to `user` go: the sinks of `user`'s own sessions.
@@ -222,7 +248,10 @@ impl LocalFanout {
     }
 
     fn sinks<'a>(&self, sessions: impl Iterator<Item = &'a SessionId>) -> Vec<Arc<Sink>> {
-        sessions.filter_map(|s| self.sessions.get(s)).map(|local| Arc::clone(&local.sink)).collect()
+        sessions
+            .filter_map(|s| self.sessions.get(s))
+            .map(|local| Arc::clone(&local.sink))
+            .collect()
     }
 
     /// O(sessions); meant for tests and occasional metrics.
@@ -231,14 +260,22 @@ impl LocalFanout {
             sessions: self.sessions.len(),
             users: self.by_user.len(),
             watched_users: self.watchers.len(),
-            watches: self.sessions.values().map(|local| local.watching.len()).sum(),
+            watches: self
+                .sessions
+                .values()
+                .map(|local| local.watching.len())
+                .sum(),
         }
     }
 }
 
 /// A free function so callers can borrow `watchers` while they hold a borrow of a session.
 /// Returns whether `user` has no watcher left.
-fn remove_watcher(watchers: &mut HashMap<Email, HashSet<SessionId>>, user: &Email, session: SessionId) -> bool {
+fn remove_watcher(
+    watchers: &mut HashMap<Email, HashSet<SessionId>>,
+    user: &Email,
+    session: SessionId,
+) -> bool {
     let Some(set) = watchers.get_mut(user) else {
         return false;
     };
@@ -260,9 +297,16 @@ mod tests {
         Email::parse(s).expect("valid email")
     }
 
-    fn attach(f: &mut LocalFanout, session: SessionId, user: &str) -> (bool, mpsc::Receiver<Event>) {
+    fn attach(
+        f: &mut LocalFanout,
+        session: SessionId,
+        user: &str,
+    ) -> (bool, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(4);
-        (f.attach(session, email(user), tx, CancellationToken::new()), rx)
+        (
+            f.attach(session, email(user), tx, CancellationToken::new()),
+            rx,
+        )
     }
 
     #[test]
@@ -275,17 +319,46 @@ mod tests {
         assert!(!first);
         assert_eq!(f.sessions_of(&email("carol@x.com")), &[1, 2]);
 
-        assert_eq!(f.watch(1, &[alice.clone(), bob.clone()]), vec![alice.clone(), bob.clone()]);
-        assert_eq!(f.watch(1, std::slice::from_ref(&alice)), Vec::<Email>::new(), "idempotent");
-        assert_eq!(f.watch(2, std::slice::from_ref(&alice)), Vec::<Email>::new(), "already watched");
+        assert_eq!(
+            f.watch(1, &[alice.clone(), bob.clone()]),
+            vec![alice.clone(), bob.clone()]
+        );
+        assert_eq!(
+            f.watch(1, std::slice::from_ref(&alice)),
+            Vec::<Email>::new(),
+            "idempotent"
+        );
+        assert_eq!(
+            f.watch(2, std::slice::from_ref(&alice)),
+            Vec::<Email>::new(),
+            "already watched"
+        );
         assert_eq!(f.stats().watches, 3);
 
-        assert_eq!(f.unwatch(1, std::slice::from_ref(&alice)), Vec::<Email>::new(), "2 still watches");
-        assert_eq!(f.unwatch(1, std::slice::from_ref(&alice)), Vec::<Email>::new(), "not watching");
-        assert_eq!(f.unwatch(2, std::slice::from_ref(&alice)), vec![alice.clone()]);
+        assert_eq!(
+            f.unwatch(1, std::slice::from_ref(&alice)),
+            Vec::<Email>::new(),
+            "2 still watches"
+        );
+        assert_eq!(
+            f.unwatch(1, std::slice::from_ref(&alice)),
+            Vec::<Email>::new(),
+            "not watching"
+        );
+        assert_eq!(
+            f.unwatch(2, std::slice::from_ref(&alice)),
+            vec![alice.clone()]
+        );
 
         let d = f.detach(1).expect("attached");
-        assert_eq!(d, Detached { user: email("carol@x.com"), last_of_user: false, unwatched: vec![bob] });
+        assert_eq!(
+            d,
+            Detached {
+                user: email("carol@x.com"),
+                last_of_user: false,
+                unwatched: vec![bob]
+            }
+        );
         let d = f.detach(2).expect("attached");
         assert!(d.last_of_user);
         assert!(f.detach(2).is_none());

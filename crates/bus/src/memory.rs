@@ -74,7 +74,11 @@ impl State {
     /// that has one. This is the fencing rule. An older session can publish, but what it
     /// publishes shows only once every newer session has none.
     fn effective(&self, user: &Email) -> Option<&Presence> {
-        self.fanout.sessions_of(user).iter().rev().find_map(|s| self.presences.get(s))
+        self.fanout
+            .sessions_of(user)
+            .iter()
+            .rev()
+            .find_map(|s| self.presences.get(s))
     }
 
     /// Apply `change` to `user`'s state. If the effective presence changed, return the
@@ -86,8 +90,14 @@ impl State {
         if before.as_ref() == after {
             return None;
         }
-        let event = Event::Presence { user: user.clone(), presence: after.cloned() };
-        Some(Fanout { sinks: self.fanout.watcher_sinks(user), event })
+        let event = Event::Presence {
+            user: user.clone(),
+            presence: after.cloned(),
+        };
+        Some(Fanout {
+            sinks: self.fanout.watcher_sinks(user),
+            event,
+        })
     }
 }
 
@@ -102,7 +112,9 @@ impl MemoryBus {
         Self {
             next_session: AtomicU64::new(1),
             state: Mutex::new(State::default()),
-            order: (0..ORDER_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            order: (0..ORDER_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             stripe_hasher: Default::default(),
         }
     }
@@ -110,7 +122,10 @@ impl MemoryBus {
     /// O(sessions); meant for tests and occasional metrics.
     pub fn stats(&self) -> BusStats {
         let state = self.state();
-        BusStats { fanout: state.fanout.stats(), presences: state.presences.len() }
+        BusStats {
+            fanout: state.fanout.stats(),
+            presences: state.presences.len(),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -147,10 +162,17 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn attach(&self, user: &Email, tx: mpsc::Sender<Event>, overflow: CancellationToken) -> SessionId {
+    async fn attach(
+        &self,
+        user: &Email,
+        tx: mpsc::Sender<Event>,
+        overflow: CancellationToken,
+    ) -> SessionId {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         // The new session has no presence yet, so the effective presence does not change.
-        self.state().fanout.attach(session, user.clone(), tx, overflow);
+        self.state()
+            .fanout
+            .attach(session, user.clone(), tx, overflow);
         session
     }
 
@@ -184,7 +206,10 @@ impl Bus for MemoryBus {
 
     async fn presence(&self, users: &[Email]) -> Vec<(Email, Presence)> {
         let state = self.state();
-        users.iter().filter_map(|u| state.effective(u).map(|p| (u.clone(), p.clone()))).collect()
+        users
+            .iter()
+            .filter_map(|u| state.effective(u).map(|p| (u.clone(), p.clone())))
+            .collect()
     }
 
     async fn send(&self, user: &Email, event: UserEvent) -> usize {

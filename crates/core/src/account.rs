@@ -188,8 +188,20 @@ mod tests {
 
     #[test]
     fn email_parsing() {
-        assert_eq!(Email::parse("Alice@Example.COM").unwrap().as_str(), "alice@example.com");
-        for bad in ["", "alice", "@x.com", "a@b", "a b@x.com", "a@x.com\r\n", "a@.com", "a@x.com."] {
+        assert_eq!(
+            Email::parse("Alice@Example.COM").unwrap().as_str(),
+            "alice@example.com"
+        );
+        for bad in [
+            "",
+            "alice",
+            "@x.com",
+            "a@b",
+            "a b@x.com",
+            "a@x.com\r\n",
+            "a@.com",
+            "a@x.com.",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Email::parse(&format!("{}@x.com", "a".repeat(200))).is_err());
@@ -197,7 +209,11 @@ mod tests {
 
     #[test]
     fn password_round_trip() {
-        let cost = PasswordCost { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let cost = PasswordCost {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
         let phc = cost.hash("hunter2").unwrap();
         assert!(phc.starts_with("$argon2id$"));
         assert!(verify_password(&phc, "hunter2"));

@@ -22,7 +22,10 @@ pub type SessionId = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A watched user's presence; `None` when they signed out.
-    Presence { user: Email, presence: Option<Presence> },
+    Presence {
+        user: Email,
+        presence: Option<Presence>,
+    },
     /// Something addressed to this session's user.
     User(UserEvent),
 }
@@ -34,11 +37,21 @@ pub enum UserEvent {
     SignedInElsewhere { session: SessionId },
     /// `from` added me to (or removed me from) their forward list, so my reverse list
     /// changed; `version` is my list version after the change.
-    ReverseList { from: Email, friendly_name: String, added: bool, version: u64 },
+    ReverseList {
+        from: Email,
+        friendly_name: String,
+        added: bool,
+        version: u64,
+    },
     /// `peer` changed how they treat me (AL/BL/BLP); re-decide whether I see them.
     PeerViewChanged { peer: Email, view: PeerView },
     /// An invitation to a switchboard session.
-    Ring { session_id: u32, sb_address: String, inviter: Email, inviter_friendly: String },
+    Ring {
+        session_id: u32,
+        sb_address: String,
+        inviter: Email,
+        inviter_friendly: String,
+    },
 }
 
 /// How many events may wait for one session before it is cut off as a slow consumer.
@@ -48,7 +61,12 @@ pub const SESSION_QUEUE: usize = 1024;
 pub trait Bus: Send + Sync + 'static {
     /// Register a session of `user`. Its events arrive on `tx`; if `tx` is full the bus
     /// cancels `overflow` and drops the event.
-    async fn attach(&self, user: &Email, tx: mpsc::Sender<Event>, overflow: CancellationToken) -> SessionId;
+    async fn attach(
+        &self,
+        user: &Email,
+        tx: mpsc::Sender<Event>,
+        overflow: CancellationToken,
+    ) -> SessionId;
     /// Forget a session: its watches, its presence (publishing offline if it was the
     /// user's current presence), and its queue.
     async fn detach(&self, session: SessionId);

@@ -8,6 +8,8 @@
 pub mod account;
 pub mod bus;
 pub mod lists;
+pub mod metrics;
+pub mod net;
 pub mod presence;
 pub mod store;
 pub mod tickets;

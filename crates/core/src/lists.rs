@@ -25,7 +25,13 @@ pub enum List {
 }
 
 impl List {
-    pub const ALL: [List; 5] = [List::Forward, List::Allow, List::Block, List::Reverse, List::Pending];
+    pub const ALL: [List; 5] = [
+        List::Forward,
+        List::Allow,
+        List::Block,
+        List::Reverse,
+        List::Pending,
+    ];
 
     pub fn bit(self) -> u8 {
         match self {
@@ -238,19 +244,40 @@ pub enum ContactRef {
 pub enum ListOp {
     /// Put a user on a list; for FL optionally into a group (also adds an FL contact to
     /// one more group).
-    Add { list: List, target: ContactRef, group: Option<GroupRef> },
+    Add {
+        list: List,
+        target: ContactRef,
+        group: Option<GroupRef>,
+    },
     /// Take a user off a list; for FL with a group, only out of that group.
-    Remove { list: List, target: ContactRef, group: Option<GroupRef> },
-    AddGroup { name: String },
-    RemoveGroup { group: GroupRef },
-    RenameGroup { group: GroupRef, name: String },
+    Remove {
+        list: List,
+        target: ContactRef,
+        group: Option<GroupRef>,
+    },
+    AddGroup {
+        name: String,
+    },
+    RemoveGroup {
+        group: GroupRef,
+    },
+    RenameGroup {
+        group: GroupRef,
+        name: String,
+    },
     SetPrivacy(Privacy),
     SetGtc(Gtc),
     SetFriendlyName(String),
     /// SBP MFN: my name for a contact.
-    SetNickname { contact: Uuid, name: String },
+    SetNickname {
+        contact: Uuid,
+        name: String,
+    },
     /// PRP PHH/PHW/PHM/MOB/MBE; an empty value clears it.
-    SetProperty { key: String, value: String },
+    SetProperty {
+        key: String,
+        value: String,
+    },
 }
 
 /// Why an edit was refused; the NS maps each to its MSNP error code in one place.
@@ -297,13 +324,19 @@ pub enum Mutation {
     DeleteContact(UserId),
     /// Set or clear RL on `target`'s row for the owner (creating or deleting that row as
     /// needed), and bump `target`'s list version.
-    SetReverse { target: UserId, on: bool },
+    SetReverse {
+        target: UserId,
+        on: bool,
+    },
     PutGroup(Group),
     DeleteGroup(u32),
     SetPrivacy(Privacy),
     SetGtc(Gtc),
     SetFriendlyName(String),
-    SetProperty { key: String, value: String },
+    SetProperty {
+        key: String,
+        value: String,
+    },
 }
 
 /// The answer to a successful edit.
@@ -346,12 +379,19 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn valid_group_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().count() <= MAX_GROUP_NAME && !name.chars().any(|c| c.is_control())
+    !name.is_empty()
+        && name.chars().count() <= MAX_GROUP_NAME
+        && !name.chars().any(|c| c.is_control())
 }
 
 /// Decide an edit. `me` is the owner; `target` is the resolved user for Add/Remove
 /// (`None` when the name is unknown). Pure: same input, same plan.
-pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) -> Result<Plan, ListError> {
+pub fn apply(
+    roster: &Roster,
+    me: UserId,
+    op: &ListOp,
+    target: Option<&Target>,
+) -> Result<Plan, ListError> {
     let mut plan = Plan {
         mutations: Vec::new(),
         outcome: EditOutcome {
@@ -363,7 +403,11 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
         },
     };
     match op {
-        ListOp::Add { list, target: tref, group } => {
+        ListOp::Add {
+            list,
+            target: tref,
+            group,
+        } => {
             if matches!(list, List::Reverse | List::Pending) {
                 return Err(ListError::ServerList);
             }
@@ -423,7 +467,10 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
                 }
                 match list {
                     List::Forward if t.user != me => {
-                        plan.mutations.push(Mutation::SetReverse { target: t.user, on: true });
+                        plan.mutations.push(Mutation::SetReverse {
+                            target: t.user,
+                            on: true,
+                        });
                         plan.outcome.reverse = Some((t.email.clone(), true));
                     }
                     List::Allow | List::Block => plan.outcome.privacy_changed.push(t.email.clone()),
@@ -433,7 +480,11 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
             plan.mutations.push(Mutation::PutContact(contact.clone()));
             plan.outcome.contact = Some(contact);
         }
-        ListOp::Remove { list, target: tref, group } => {
+        ListOp::Remove {
+            list,
+            target: tref,
+            group,
+        } => {
             if matches!(list, List::Reverse | List::Pending) {
                 return Err(ListError::ServerList);
             }
@@ -456,10 +507,15 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
                     match list {
                         List::Forward => {
                             contact.groups.clear();
-                            plan.mutations.push(Mutation::SetReverse { target: contact.user, on: false });
+                            plan.mutations.push(Mutation::SetReverse {
+                                target: contact.user,
+                                on: false,
+                            });
                             plan.outcome.reverse = Some((contact.email.clone(), false));
                         }
-                        List::Allow | List::Block => plan.outcome.privacy_changed.push(contact.email.clone()),
+                        List::Allow | List::Block => {
+                            plan.outcome.privacy_changed.push(contact.email.clone())
+                        }
                         _ => {}
                     }
                 }
@@ -482,7 +538,11 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
                 return Err(ListError::GroupExists);
             }
             let number = roster.groups.iter().map(|g| g.number).max().unwrap_or(0) + 1;
-            let g = Group { number, guid: Uuid::new_v4(), name: name.clone() };
+            let g = Group {
+                number,
+                guid: Uuid::new_v4(),
+                name: name.clone(),
+            };
             plan.mutations.push(Mutation::PutGroup(g.clone()));
             plan.outcome.group = Some(g);
         }
@@ -491,7 +551,11 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
                 return Err(ListError::GroupZero);
             }
             let g = roster.group(*group).ok_or(ListError::InvalidGroup)?.clone();
-            for c in roster.contacts.iter().filter(|c| c.groups.contains(&g.number)) {
+            for c in roster
+                .contacts
+                .iter()
+                .filter(|c| c.groups.contains(&g.number))
+            {
                 let mut c = c.clone();
                 c.groups.retain(|n| *n != g.number);
                 plan.mutations.push(Mutation::PutContact(c));
@@ -504,7 +568,11 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
                 return Err(ListError::GroupNameInvalid);
             }
             let mut g = roster.group(*group).ok_or(ListError::InvalidGroup)?.clone();
-            if roster.groups.iter().any(|o| &o.name == name && o.number != g.number) {
+            if roster
+                .groups
+                .iter()
+                .any(|o| &o.name == name && o.number != g.number)
+            {
                 return Err(ListError::GroupExists);
             }
             g.name = name.clone();
@@ -534,7 +602,10 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
             if !valid_name(name) {
                 return Err(ListError::InvalidName);
             }
-            let mut c = roster.contact_by_guid(*contact).cloned().ok_or(ListError::InvalidUser)?;
+            let mut c = roster
+                .contact_by_guid(*contact)
+                .cloned()
+                .ok_or(ListError::InvalidUser)?;
             c.nickname = Some(name.clone());
             plan.mutations.push(Mutation::PutContact(c.clone()));
             plan.outcome.contact = Some(c);
@@ -546,7 +617,10 @@ pub fn apply(roster: &Roster, me: UserId, op: &ListOp, target: Option<&Target>) 
             {
                 return Err(ListError::InvalidProperty);
             }
-            plan.mutations.push(Mutation::SetProperty { key: key.clone(), value: value.clone() });
+            plan.mutations.push(Mutation::SetProperty {
+                key: key.clone(),
+                value: value.clone(),
+            });
         }
     }
     Ok(plan)
@@ -577,10 +651,18 @@ mod tests {
     }
 
     fn add(list: List) -> ListOp {
-        ListOp::Add { list, target: ContactRef::Email(email("bob@example.com")), group: None }
+        ListOp::Add {
+            list,
+            target: ContactRef::Email(email("bob@example.com")),
+            group: None,
+        }
     }
 
-    fn applied(roster: &mut Roster, op: &ListOp, t: Option<&Target>) -> Result<EditOutcome, ListError> {
+    fn applied(
+        roster: &mut Roster,
+        op: &ListOp,
+        t: Option<&Target>,
+    ) -> Result<EditOutcome, ListError> {
         // A tiny in-memory "store" so the rules can be exercised in sequence.
         let plan = apply(roster, UserId(1), op, t)?;
         for m in plan.mutations {
@@ -608,21 +690,37 @@ mod tests {
         let mut r = Roster::default();
         let out = applied(&mut r, &add(List::Forward), Some(&bob())).unwrap();
         assert_eq!(out.reverse, Some((email("bob@example.com"), true)));
-        assert_eq!(applied(&mut r, &add(List::Forward), Some(&bob())), Err(ListError::AlreadyOnList));
-        assert_eq!(apply(&r, UserId(1), &add(List::Reverse), Some(&bob())).unwrap_err(), ListError::ServerList);
+        assert_eq!(
+            applied(&mut r, &add(List::Forward), Some(&bob())),
+            Err(ListError::AlreadyOnList)
+        );
+        assert_eq!(
+            apply(&r, UserId(1), &add(List::Reverse), Some(&bob())).unwrap_err(),
+            ListError::ServerList
+        );
     }
 
     #[test]
     fn unknown_user_is_invalid() {
-        assert_eq!(apply(&Roster::default(), UserId(1), &add(List::Forward), None).unwrap_err(), ListError::InvalidUser);
+        assert_eq!(
+            apply(&Roster::default(), UserId(1), &add(List::Forward), None).unwrap_err(),
+            ListError::InvalidUser
+        );
     }
 
     #[test]
     fn allow_and_block_are_exclusive() {
         let mut r = Roster::default();
         applied(&mut r, &add(List::Allow), Some(&bob())).unwrap();
-        assert_eq!(applied(&mut r, &add(List::Block), Some(&bob())), Err(ListError::InOppositeList));
-        let rem = ListOp::Remove { list: List::Allow, target: ContactRef::Email(email("bob@example.com")), group: None };
+        assert_eq!(
+            applied(&mut r, &add(List::Block), Some(&bob())),
+            Err(ListError::InOppositeList)
+        );
+        let rem = ListOp::Remove {
+            list: List::Allow,
+            target: ContactRef::Email(email("bob@example.com")),
+            group: None,
+        };
         let out = applied(&mut r, &rem, None).unwrap();
         assert_eq!(out.privacy_changed, vec![email("bob@example.com")]);
         assert!(r.contacts.is_empty(), "row with no lists left is deleted");
@@ -632,11 +730,35 @@ mod tests {
     #[test]
     fn groups() {
         let mut r = Roster::default();
-        let g = applied(&mut r, &ListOp::AddGroup { name: "Friends".into() }, None).unwrap().group.unwrap();
+        let g = applied(
+            &mut r,
+            &ListOp::AddGroup {
+                name: "Friends".into(),
+            },
+            None,
+        )
+        .unwrap()
+        .group
+        .unwrap();
         assert_eq!(g.number, 1);
-        assert_eq!(applied(&mut r, &ListOp::AddGroup { name: "Friends".into() }, None), Err(ListError::GroupExists));
         assert_eq!(
-            applied(&mut r, &ListOp::AddGroup { name: "x".repeat(62) }, None),
+            applied(
+                &mut r,
+                &ListOp::AddGroup {
+                    name: "Friends".into()
+                },
+                None
+            ),
+            Err(ListError::GroupExists)
+        );
+        assert_eq!(
+            applied(
+                &mut r,
+                &ListOp::AddGroup {
+                    name: "x".repeat(62)
+                },
+                None
+            ),
             Err(ListError::GroupNameInvalid)
         );
         let in_group = ListOp::Add {
@@ -647,12 +769,28 @@ mod tests {
         applied(&mut r, &add(List::Forward), Some(&bob())).unwrap();
         applied(&mut r, &in_group, Some(&bob())).unwrap();
         assert_eq!(r.contacts[0].groups, vec![1]);
-        assert_eq!(applied(&mut r, &in_group, Some(&bob())), Err(ListError::AlreadyOnList));
         assert_eq!(
-            applied(&mut r, &ListOp::RemoveGroup { group: GroupRef::Number(0) }, None),
+            applied(&mut r, &in_group, Some(&bob())),
+            Err(ListError::AlreadyOnList)
+        );
+        assert_eq!(
+            applied(
+                &mut r,
+                &ListOp::RemoveGroup {
+                    group: GroupRef::Number(0)
+                },
+                None
+            ),
             Err(ListError::GroupZero)
         );
-        applied(&mut r, &ListOp::RemoveGroup { group: GroupRef::Guid(g.guid) }, None).unwrap();
+        applied(
+            &mut r,
+            &ListOp::RemoveGroup {
+                group: GroupRef::Guid(g.guid),
+            },
+            None,
+        )
+        .unwrap();
         assert!(r.contacts[0].groups.is_empty() && r.groups.is_empty());
     }
 
@@ -661,6 +799,9 @@ mod tests {
         assert!(visible_to(Privacy::AllowAll, ListMask::default()));
         assert!(!visible_to(Privacy::BlockAll, ListMask::default()));
         assert!(visible_to(Privacy::BlockAll, ListMask(List::Allow.bit())));
-        assert!(!visible_to(Privacy::AllowAll, ListMask(List::Block.bit() | List::Forward.bit())));
+        assert!(!visible_to(
+            Privacy::AllowAll,
+            ListMask(List::Block.bit() | List::Forward.bit())
+        ));
     }
 }

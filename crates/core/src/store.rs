@@ -39,5 +39,9 @@ pub trait Store: Send + Sync + 'static {
     async fn peer_view(&self, owner: UserId, viewer: UserId) -> Result<PeerView, StoreError>;
     /// Apply one list edit atomically (rules in [`crate::lists::apply`]), bumping the list
     /// version of the owner and of anyone whose RL changed. Durable before it returns.
-    async fn edit(&self, owner: UserId, op: ListOp) -> Result<Result<EditOutcome, ListError>, StoreError>;
+    async fn edit(
+        &self,
+        owner: UserId,
+        op: ListOp,
+    ) -> Result<Result<EditOutcome, ListError>, StoreError>;
 }

@@ -85,10 +85,15 @@ impl JwtTickets {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.kid.clone());
         // Encoding our own serialisable struct with an HMAC key cannot fail.
-        jsonwebtoken::encode(&header, claims, &self.encoding).expect("HS256 encoding of plain claims")
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .expect("HS256 encoding of plain claims")
     }
 
-    fn decode<T: for<'de> Deserialize<'de>>(&self, token: &str, aud: &str) -> Result<T, TicketError> {
+    fn decode<T: for<'de> Deserialize<'de>>(
+        &self,
+        token: &str,
+        aud: &str,
+    ) -> Result<T, TicketError> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&[aud]);
         v.leeway = 0;

@@ -76,11 +76,20 @@ pub struct Limits {
 
 impl Limits {
     /// Notification server defaults: generous for UUX/ADL documents, small enough to bound memory.
-    pub const NS: Limits = Limits { max_line: 2048, max_payload: 16 * 1024 };
+    pub const NS: Limits = Limits {
+        max_line: 2048,
+        max_payload: 16 * 1024,
+    };
     /// Switchboard defaults: the official server's 1664-byte message limit.
-    pub const SB: Limits = Limits { max_line: 2048, max_payload: 1664 };
+    pub const SB: Limits = Limits {
+        max_line: 2048,
+        max_payload: 1664,
+    };
     /// What a client accepts from a server.
-    pub const CLIENT: Limits = Limits { max_line: 16 * 1024, max_payload: 1024 * 1024 };
+    pub const CLIENT: Limits = Limits {
+        max_line: 16 * 1024,
+        max_payload: 1024 * 1024,
+    };
 }
 
 /// Why a frame was refused. The stream continues after it.
@@ -123,11 +132,16 @@ pub enum DecodeError {
 enum State {
     Line,
     /// A payload of `len` bytes is due for this header.
-    Payload { header: Frame, len: usize },
+    Payload {
+        header: Frame,
+        len: usize,
+    },
     /// Skipping an over-long line up to its end.
     DiscardLine,
     /// Skipping `remaining` payload bytes of a refused frame.
-    DiscardPayload { remaining: usize },
+    DiscardPayload {
+        remaining: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -141,7 +155,12 @@ pub struct MsnpCodec {
 impl MsnpCodec {
     /// Until VER settles the dialect, the payload table is read for the newest dialect.
     pub fn new(direction: Direction, limits: Limits) -> Self {
-        MsnpCodec { direction, dialect: crate::dialect::MAX, limits, state: State::Line }
+        MsnpCodec {
+            direction,
+            dialect: crate::dialect::MAX,
+            limits,
+            state: State::Line,
+        }
     }
 
     pub fn set_dialect(&mut self, dialect: u8) {
@@ -157,7 +176,13 @@ impl MsnpCodec {
     }
 
     fn parse_line(&mut self, line: &[u8]) -> Result<Option<Decoded>, DecodeError> {
-        let reject = |verb, tr_id, reason| Ok(Some(Decoded::Rejected(Rejection { verb, tr_id, reason })));
+        let reject = |verb, tr_id, reason| {
+            Ok(Some(Decoded::Rejected(Rejection {
+                verb,
+                tr_id,
+                reason,
+            })))
+        };
         let text = match std::str::from_utf8(line) {
             Ok(t) => t,
             Err(_) => {
@@ -178,11 +203,21 @@ impl MsnpCodec {
             let tr = args.first().and_then(|t| t.parse().ok());
             return reject(None, tr, RejectReason::BadVerb);
         };
-        let mut frame = Frame { verb, args, payload: None };
+        let mut frame = Frame {
+            verb,
+            args,
+            payload: None,
+        };
         let wants_payload = match payload_rule(self.direction, verb, self.dialect) {
             PayloadRule::Never => false,
             PayloadRule::Always => true,
-            PayloadRule::IfLastNumeric => frame.args.len() >= 2 && frame.args.last().is_some_and(|a| a.parse::<usize>().is_ok()),
+            PayloadRule::IfLastNumeric => {
+                frame.args.len() >= 2
+                    && frame
+                        .args
+                        .last()
+                        .is_some_and(|a| a.parse::<usize>().is_ok())
+            }
         };
         if !wants_payload {
             return Ok(Some(Decoded::Frame(frame)));
@@ -238,7 +273,9 @@ impl Decoder for MsnpCodec {
                         return Ok(None);
                     }
                     let payload = buf.split_to(len).freeze();
-                    let State::Payload { mut header, .. } = std::mem::replace(&mut self.state, State::Line) else {
+                    let State::Payload { mut header, .. } =
+                        std::mem::replace(&mut self.state, State::Line)
+                    else {
                         unreachable!("matched Payload above");
                     };
                     header.payload = Some(payload);
@@ -249,13 +286,18 @@ impl Decoder for MsnpCodec {
                     let Some(nl) = buf[..window].iter().position(|b| *b == b'\n') else {
                         if buf.len() > self.limits.max_line + 1 {
                             // Report now; skip the rest of the line as it arrives.
-                            let head = String::from_utf8_lossy(&buf[..buf.len().min(16)]).into_owned();
+                            let head =
+                                String::from_utf8_lossy(&buf[..buf.len().min(16)]).into_owned();
                             let mut it = head.split(' ');
                             let verb = it.next().and_then(Verb::parse);
                             let tr_id = it.next().and_then(|t| t.parse().ok());
                             buf.clear();
                             self.state = State::DiscardLine;
-                            return Ok(Some(Decoded::Rejected(Rejection { verb, tr_id, reason: RejectReason::LineTooLong })));
+                            return Ok(Some(Decoded::Rejected(Rejection {
+                                verb,
+                                tr_id,
+                                reason: RejectReason::LineTooLong,
+                            })));
                         }
                         return Ok(None);
                     };
@@ -265,7 +307,11 @@ impl Decoder for MsnpCodec {
                         line = &line[..line.len() - 1];
                     }
                     if line.len() > self.limits.max_line {
-                        return Ok(Some(Decoded::Rejected(Rejection { verb: None, tr_id: None, reason: RejectReason::LineTooLong })));
+                        return Ok(Some(Decoded::Rejected(Rejection {
+                            verb: None,
+                            tr_id: None,
+                            reason: RejectReason::LineTooLong,
+                        })));
                     }
                     if let Some(d) = self.parse_line(line)? {
                         return Ok(Some(d));
@@ -300,7 +346,13 @@ mod tests {
     use super::*;
 
     fn server() -> MsnpCodec {
-        let mut c = MsnpCodec::new(Direction::ClientToServer, Limits { max_line: 64, max_payload: 16 });
+        let mut c = MsnpCodec::new(
+            Direction::ClientToServer,
+            Limits {
+                max_line: 64,
+                max_payload: 16,
+            },
+        );
         c.set_dialect(12);
         c
     }
@@ -328,7 +380,10 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(frame(&out[0]).args, ["1", "MSNP12", "CVR0"]);
         let msg = frame(&out[1]);
-        assert_eq!((msg.args.as_slice(), msg.payload.as_deref()), (&["2".to_string(), "N".into()][..], Some(&b"hello"[..])));
+        assert_eq!(
+            (msg.args.as_slice(), msg.payload.as_deref()),
+            (&["2".to_string(), "N".into()][..], Some(&b"hello"[..]))
+        );
         assert_eq!(frame(&out[2]).verb.as_str(), "PNG");
     }
 
@@ -349,7 +404,11 @@ mod tests {
         let out = decode_all(&mut c, &input);
         assert_eq!(
             out[0],
-            Decoded::Rejected(Rejection { verb: Some(Verb::new(b"MSG")), tr_id: Some(7), reason: RejectReason::PayloadTooLarge(20) })
+            Decoded::Rejected(Rejection {
+                verb: Some(Verb::new(b"MSG")),
+                tr_id: Some(7),
+                reason: RejectReason::PayloadTooLarge(20)
+            })
         );
         assert_eq!(frame(&out[1]).verb.as_str(), "PNG");
     }
@@ -359,36 +418,76 @@ mod tests {
         let mut c = server();
         let mut buf = BytesMut::from(&[b'A'; 100][..]);
         let first = c.decode(&mut buf).unwrap();
-        assert!(matches!(first, Some(Decoded::Rejected(Rejection { reason: RejectReason::LineTooLong, .. }))));
+        assert!(matches!(
+            first,
+            Some(Decoded::Rejected(Rejection {
+                reason: RejectReason::LineTooLong,
+                ..
+            }))
+        ));
         assert!(buf.is_empty(), "nothing of the long line is kept");
         buf.extend_from_slice(&[b'B'; 1000]);
         assert_eq!(c.decode(&mut buf).unwrap(), None);
         assert!(buf.is_empty());
         buf.extend_from_slice(b"BBB\r\nPNG\r\n");
-        assert_eq!(frame(&c.decode(&mut buf).unwrap().unwrap()).verb.as_str(), "PNG");
+        assert_eq!(
+            frame(&c.decode(&mut buf).unwrap().unwrap()).verb.as_str(),
+            "PNG"
+        );
     }
 
     #[test]
     fn bad_length_is_fatal_and_bad_lines_are_not() {
         let mut c = server();
         let mut buf = BytesMut::from(&b"MSG 3 N abc\r\n"[..]);
-        assert!(matches!(c.decode(&mut buf), Err(DecodeError::BadLength { tr_id: Some(3), .. })));
+        assert!(matches!(
+            c.decode(&mut buf),
+            Err(DecodeError::BadLength { tr_id: Some(3), .. })
+        ));
         let mut c = server();
         let out = decode_all(&mut c, b"usr 1 x\r\n\xff\xfe 9\r\n\r\nPNG\r\n");
-        assert!(matches!(&out[0], Decoded::Rejected(Rejection { reason: RejectReason::BadVerb, tr_id: Some(1), .. })));
-        assert!(matches!(&out[1], Decoded::Rejected(Rejection { reason: RejectReason::NotUtf8, .. })));
-        assert!(matches!(&out[2], Decoded::Rejected(Rejection { reason: RejectReason::Empty, .. })));
+        assert!(matches!(
+            &out[0],
+            Decoded::Rejected(Rejection {
+                reason: RejectReason::BadVerb,
+                tr_id: Some(1),
+                ..
+            })
+        ));
+        assert!(matches!(
+            &out[1],
+            Decoded::Rejected(Rejection {
+                reason: RejectReason::NotUtf8,
+                ..
+            })
+        ));
+        assert!(matches!(
+            &out[2],
+            Decoded::Rejected(Rejection {
+                reason: RejectReason::Empty,
+                ..
+            })
+        ));
         assert_eq!(frame(&out[3]).verb.as_str(), "PNG");
     }
 
     #[test]
     fn payload_table_depends_on_direction_and_dialect() {
         let v = Verb::new(b"UUX");
-        assert_eq!(payload_rule(Direction::ClientToServer, v, 9), PayloadRule::Never);
-        assert_eq!(payload_rule(Direction::ClientToServer, v, 11), PayloadRule::Always);
+        assert_eq!(
+            payload_rule(Direction::ClientToServer, v, 9),
+            PayloadRule::Never
+        );
+        assert_eq!(
+            payload_rule(Direction::ClientToServer, v, 11),
+            PayloadRule::Always
+        );
         let mut client = MsnpCodec::new(Direction::ServerToClient, Limits::CLIENT);
         client.set_dialect(13);
-        let out = decode_all(&mut client, b"ADL 5 OK\r\nADL 0 3\r\nabcGCF 6 Shields.xml 2\r\nxy");
+        let out = decode_all(
+            &mut client,
+            b"ADL 5 OK\r\nADL 0 3\r\nabcGCF 6 Shields.xml 2\r\nxy",
+        );
         assert_eq!(frame(&out[0]).args, ["5", "OK"]);
         assert_eq!(frame(&out[1]).payload.as_deref(), Some(&b"abc"[..]));
         assert_eq!(frame(&out[2]).payload.as_deref(), Some(&b"xy"[..]));
@@ -396,7 +495,10 @@ mod tests {
 
     #[test]
     fn encode_writes_the_length() {
-        let f = Frame::new(b"MSG").arg("Hotmail").arg("Hotmail").payload(&b"hi\r\n"[..]);
+        let f = Frame::new(b"MSG")
+            .arg("Hotmail")
+            .arg("Hotmail")
+            .payload(&b"hi\r\n"[..]);
         assert_eq!(&f.to_bytes()[..], b"MSG Hotmail Hotmail 4\r\nhi\r\n");
     }
 }

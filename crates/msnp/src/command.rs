@@ -35,7 +35,11 @@ pub enum UsrAuth {
     /// `USR tr SSO I email` (MSNP15+).
     SsoInitial { email: String },
     /// `USR tr SSO S ticket blob [machine-guid]`.
-    SsoResponse { ticket: String, blob: Option<String>, machine_guid: Option<String> },
+    SsoResponse {
+        ticket: String,
+        blob: Option<String>,
+        machine_guid: Option<String>,
+    },
     /// Any other package (CTP, SHA): refused by the server.
     Other { package: String },
 }
@@ -43,57 +47,167 @@ pub enum UsrAuth {
 /// Notification-server commands from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NsCommand {
-    Ver { tr: TrId, versions: Vec<String> },
-    Cvr { tr: TrId, args: Vec<String> },
-    Inf { tr: TrId },
-    Usr { tr: TrId, auth: UsrAuth },
+    Ver {
+        tr: TrId,
+        versions: Vec<String>,
+    },
+    Cvr {
+        tr: TrId,
+        args: Vec<String>,
+    },
+    Inf {
+        tr: TrId,
+    },
+    Usr {
+        tr: TrId,
+        auth: UsrAuth,
+    },
     /// `SYN tr ver` (MSNP2–9) or `SYN tr ts1 ts2` (MSNP10+).
-    Syn { tr: TrId, versions: Vec<String> },
+    Syn {
+        tr: TrId,
+        versions: Vec<String>,
+    },
     /// `CHG tr STATUS [caps [msnobj]]`; msnobj decoded.
-    Chg { tr: TrId, status: String, caps: Option<String>, msnobj: Option<String> },
+    Chg {
+        tr: TrId,
+        status: String,
+        caps: Option<String>,
+        msnobj: Option<String>,
+    },
     /// `ADD tr LIST email friendly [group]` (MSNP2–9).
-    Add { tr: TrId, list: String, email: String, friendly: Option<String>, group: Option<u32> },
+    Add {
+        tr: TrId,
+        list: String,
+        email: String,
+        friendly: Option<String>,
+        group: Option<u32>,
+    },
     /// `ADC tr LIST N=email [F=name]` or `ADC tr FL C=guid group-guid` (MSNP10+).
-    Adc { tr: TrId, list: String, email: Option<String>, friendly: Option<String>, contact: Option<String>, group: Option<String> },
+    Adc {
+        tr: TrId,
+        list: String,
+        email: Option<String>,
+        friendly: Option<String>,
+        contact: Option<String>,
+        group: Option<String>,
+    },
     /// `REM tr LIST id [group]` — id is an email, or a contact GUID for FL in MSNP10+.
-    Rem { tr: TrId, list: String, target: String, group: Option<String> },
-    Adg { tr: TrId, name: String },
-    Rmg { tr: TrId, group: String },
-    Reg { tr: TrId, group: String, name: String },
+    Rem {
+        tr: TrId,
+        list: String,
+        target: String,
+        group: Option<String>,
+    },
+    Adg {
+        tr: TrId,
+        name: String,
+    },
+    Rmg {
+        tr: TrId,
+        group: String,
+    },
+    Reg {
+        tr: TrId,
+        group: String,
+        name: String,
+    },
     /// `REA tr email name` (MSNP2–9): rename myself.
-    Rea { tr: TrId, email: String, name: String },
+    Rea {
+        tr: TrId,
+        email: String,
+        name: String,
+    },
     /// `PRP tr KEY [value]` (MFN or a phone number).
-    Prp { tr: TrId, key: String, value: Option<String> },
+    Prp {
+        tr: TrId,
+        key: String,
+        value: Option<String>,
+    },
     /// `SBP tr guid KEY value` (MSNP10+): my name for a contact.
-    Sbp { tr: TrId, contact: String, key: String, value: String },
-    Blp { tr: TrId, setting: String },
-    Gtc { tr: TrId, setting: String },
-    Qry { tr: TrId, product_id: String, answer: Bytes },
+    Sbp {
+        tr: TrId,
+        contact: String,
+        key: String,
+        value: String,
+    },
+    Blp {
+        tr: TrId,
+        setting: String,
+    },
+    Gtc {
+        tr: TrId,
+        setting: String,
+    },
+    Qry {
+        tr: TrId,
+        product_id: String,
+        answer: Bytes,
+    },
     Png,
     Out,
-    Xfr { tr: TrId, target: String },
-    Uux { tr: TrId, payload: Bytes },
-    Gcf { tr: TrId, file: String },
-    Url { tr: TrId, kind: String },
-    Ims { tr: TrId, on: bool },
+    Xfr {
+        tr: TrId,
+        target: String,
+    },
+    Uux {
+        tr: TrId,
+        payload: Bytes,
+    },
+    Gcf {
+        tr: TrId,
+        file: String,
+    },
+    Url {
+        tr: TrId,
+        kind: String,
+    },
+    Ims {
+        tr: TrId,
+        on: bool,
+    },
     /// A known verb that this server does not offer (SND, FND, SDC, …): answered 502.
-    Disabled { tr: TrId, verb: String },
+    Disabled {
+        tr: TrId,
+        verb: String,
+    },
     /// Anything else: answered 200 (syntax) without closing.
-    Unknown { tr: Option<TrId>, verb: String },
+    Unknown {
+        tr: Option<TrId>,
+        verb: String,
+    },
 }
 
 /// Switchboard commands from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SbCommand {
     /// `USR tr email cookie` (caller).
-    Usr { tr: TrId, email: String, cookie: String },
+    Usr {
+        tr: TrId,
+        email: String,
+        cookie: String,
+    },
     /// `ANS tr email cookie session-id` (invitee).
-    Ans { tr: TrId, email: String, cookie: String, session: String },
-    Cal { tr: TrId, email: String },
+    Ans {
+        tr: TrId,
+        email: String,
+        cookie: String,
+        session: String,
+    },
+    Cal {
+        tr: TrId,
+        email: String,
+    },
     /// `MSG tr ackmode len` + payload.
-    Msg { tr: TrId, ack: AckMode, payload: Bytes },
+    Msg {
+        tr: TrId,
+        ack: AckMode,
+        payload: Bytes,
+    },
     Out,
-    Unknown { tr: Option<TrId>, verb: String },
+    Unknown {
+        tr: Option<TrId>,
+        verb: String,
+    },
 }
 
 /// MSG acknowledgement modes (SB.md §3).
@@ -132,7 +246,11 @@ impl<'a> Args<'a> {
     }
 
     fn err(&self, code: ErrorCode) -> ParseError {
-        ParseError { verb: self.frame.verb.to_string(), tr_id: self.frame.tr_id(), code }
+        ParseError {
+            verb: self.frame.verb.to_string(),
+            tr_id: self.frame.tr_id(),
+            code,
+        }
     }
 
     fn next(&mut self) -> Option<&'a str> {
@@ -156,7 +274,10 @@ impl<'a> Args<'a> {
     }
 
     fn payload(&self) -> Result<Bytes, ParseError> {
-        self.frame.payload.clone().ok_or_else(|| self.err(ErrorCode::Syntax))
+        self.frame
+            .payload
+            .clone()
+            .ok_or_else(|| self.err(ErrorCode::Syntax))
     }
 }
 
@@ -170,21 +291,43 @@ impl NsCommand {
         let cmd = match &frame.verb.0 {
             b"PNG" => NsCommand::Png,
             b"OUT" => NsCommand::Out,
-            b"VER" => NsCommand::Ver { tr: a.tr()?, versions: a.rest() },
-            b"CVR" => NsCommand::Cvr { tr: a.tr()?, args: a.rest() },
+            b"VER" => NsCommand::Ver {
+                tr: a.tr()?,
+                versions: a.rest(),
+            },
+            b"CVR" => NsCommand::Cvr {
+                tr: a.tr()?,
+                args: a.rest(),
+            },
             b"INF" => NsCommand::Inf { tr: a.tr()? },
             b"USR" => {
                 let tr = a.tr()?;
                 let package = a.req()?;
                 let stage = a.req()?;
                 let auth = match (package, stage) {
-                    ("MD5", "I") => UsrAuth::Md5Initial { email: a.req()?.to_owned() },
-                    ("MD5", "S") => UsrAuth::Md5Response { hash: a.req()?.to_owned() },
-                    ("TWN", "I") => UsrAuth::TwnInitial { email: a.req()?.to_owned() },
-                    ("TWN", "S") => UsrAuth::TwnResponse { ticket: a.req()?.to_owned() },
-                    ("SSO", "I") => UsrAuth::SsoInitial { email: a.req()?.to_owned() },
-                    ("SSO", "S") => UsrAuth::SsoResponse { ticket: a.req()?.to_owned(), blob: opt(a.next()), machine_guid: opt(a.next()) },
-                    (p, "I" | "S") => UsrAuth::Other { package: p.to_owned() },
+                    ("MD5", "I") => UsrAuth::Md5Initial {
+                        email: a.req()?.to_owned(),
+                    },
+                    ("MD5", "S") => UsrAuth::Md5Response {
+                        hash: a.req()?.to_owned(),
+                    },
+                    ("TWN", "I") => UsrAuth::TwnInitial {
+                        email: a.req()?.to_owned(),
+                    },
+                    ("TWN", "S") => UsrAuth::TwnResponse {
+                        ticket: a.req()?.to_owned(),
+                    },
+                    ("SSO", "I") => UsrAuth::SsoInitial {
+                        email: a.req()?.to_owned(),
+                    },
+                    ("SSO", "S") => UsrAuth::SsoResponse {
+                        ticket: a.req()?.to_owned(),
+                        blob: opt(a.next()),
+                        machine_guid: opt(a.next()),
+                    },
+                    (p, "I" | "S") => UsrAuth::Other {
+                        package: p.to_owned(),
+                    },
                     _ => return Err(a.err(ErrorCode::Syntax)),
                 };
                 NsCommand::Usr { tr, auth }
@@ -212,7 +355,13 @@ impl NsCommand {
                     Some(g) => Some(g.parse().map_err(|_| a.err(ErrorCode::InvalidGroup))?),
                     None => None,
                 };
-                NsCommand::Add { tr, list, email, friendly, group }
+                NsCommand::Add {
+                    tr,
+                    list,
+                    email,
+                    friendly,
+                    group,
+                }
             }
             b"ADC" => {
                 let tr = a.tr()?;
@@ -232,27 +381,79 @@ impl NsCommand {
                 if email.is_none() && contact.is_none() {
                     return Err(a.err(ErrorCode::Syntax));
                 }
-                NsCommand::Adc { tr, list, email, friendly, contact, group }
+                NsCommand::Adc {
+                    tr,
+                    list,
+                    email,
+                    friendly,
+                    contact,
+                    group,
+                }
             }
-            b"REM" => NsCommand::Rem { tr: a.tr()?, list: a.req()?.to_owned(), target: a.req()?.to_owned(), group: opt(a.next()) },
-            b"ADG" => NsCommand::Adg { tr: a.tr()?, name: text::decode(a.req()?) },
-            b"RMG" => NsCommand::Rmg { tr: a.tr()?, group: a.req()?.to_owned() },
-            b"REG" => NsCommand::Reg { tr: a.tr()?, group: a.req()?.to_owned(), name: text::decode(a.req()?) },
-            b"REA" => NsCommand::Rea { tr: a.tr()?, email: a.req()?.to_owned(), name: text::decode(a.req()?) },
-            b"PRP" => NsCommand::Prp { tr: a.tr()?, key: a.req()?.to_owned(), value: a.next().map(text::decode) },
+            b"REM" => NsCommand::Rem {
+                tr: a.tr()?,
+                list: a.req()?.to_owned(),
+                target: a.req()?.to_owned(),
+                group: opt(a.next()),
+            },
+            b"ADG" => NsCommand::Adg {
+                tr: a.tr()?,
+                name: text::decode(a.req()?),
+            },
+            b"RMG" => NsCommand::Rmg {
+                tr: a.tr()?,
+                group: a.req()?.to_owned(),
+            },
+            b"REG" => NsCommand::Reg {
+                tr: a.tr()?,
+                group: a.req()?.to_owned(),
+                name: text::decode(a.req()?),
+            },
+            b"REA" => NsCommand::Rea {
+                tr: a.tr()?,
+                email: a.req()?.to_owned(),
+                name: text::decode(a.req()?),
+            },
+            b"PRP" => NsCommand::Prp {
+                tr: a.tr()?,
+                key: a.req()?.to_owned(),
+                value: a.next().map(text::decode),
+            },
             b"SBP" => NsCommand::Sbp {
                 tr: a.tr()?,
                 contact: a.req()?.to_owned(),
                 key: a.req()?.to_owned(),
                 value: text::decode(a.req()?),
             },
-            b"BLP" => NsCommand::Blp { tr: a.tr()?, setting: a.req()?.to_owned() },
-            b"GTC" => NsCommand::Gtc { tr: a.tr()?, setting: a.req()?.to_owned() },
-            b"QRY" => NsCommand::Qry { tr: a.tr()?, product_id: a.req()?.to_owned(), answer: a.payload()? },
-            b"XFR" => NsCommand::Xfr { tr: a.tr()?, target: a.req()?.to_owned() },
-            b"UUX" => NsCommand::Uux { tr: a.tr()?, payload: a.payload()? },
-            b"GCF" => NsCommand::Gcf { tr: a.tr()?, file: a.req()?.to_owned() },
-            b"URL" => NsCommand::Url { tr: a.tr()?, kind: a.req()?.to_owned() },
+            b"BLP" => NsCommand::Blp {
+                tr: a.tr()?,
+                setting: a.req()?.to_owned(),
+            },
+            b"GTC" => NsCommand::Gtc {
+                tr: a.tr()?,
+                setting: a.req()?.to_owned(),
+            },
+            b"QRY" => NsCommand::Qry {
+                tr: a.tr()?,
+                product_id: a.req()?.to_owned(),
+                answer: a.payload()?,
+            },
+            b"XFR" => NsCommand::Xfr {
+                tr: a.tr()?,
+                target: a.req()?.to_owned(),
+            },
+            b"UUX" => NsCommand::Uux {
+                tr: a.tr()?,
+                payload: a.payload()?,
+            },
+            b"GCF" => NsCommand::Gcf {
+                tr: a.tr()?,
+                file: a.req()?.to_owned(),
+            },
+            b"URL" => NsCommand::Url {
+                tr: a.tr()?,
+                kind: a.req()?.to_owned(),
+            },
             b"IMS" => {
                 let tr = a.tr()?;
                 let on = match a.req()? {
@@ -263,9 +464,15 @@ impl NsCommand {
                 NsCommand::Ims { tr, on }
             }
             b"SND" | b"FND" | b"SDC" | b"PAG" | b"UUN" | b"UUM" | b"ADL" | b"RML" | b"FQY" => {
-                NsCommand::Disabled { tr: a.tr()?, verb: frame.verb.to_string() }
+                NsCommand::Disabled {
+                    tr: a.tr()?,
+                    verb: frame.verb.to_string(),
+                }
             }
-            _ => NsCommand::Unknown { tr: frame.tr_id(), verb: frame.verb.to_string() },
+            _ => NsCommand::Unknown {
+                tr: frame.tr_id(),
+                verb: frame.verb.to_string(),
+            },
         };
         Ok(cmd)
     }
@@ -276,20 +483,34 @@ impl SbCommand {
         let mut a = Args::new(frame);
         let cmd = match &frame.verb.0 {
             b"OUT" => SbCommand::Out,
-            b"USR" => SbCommand::Usr { tr: a.tr()?, email: a.req()?.to_owned(), cookie: a.req()?.to_owned() },
+            b"USR" => SbCommand::Usr {
+                tr: a.tr()?,
+                email: a.req()?.to_owned(),
+                cookie: a.req()?.to_owned(),
+            },
             b"ANS" => SbCommand::Ans {
                 tr: a.tr()?,
                 email: a.req()?.to_owned(),
                 cookie: a.req()?.to_owned(),
                 session: a.req()?.to_owned(),
             },
-            b"CAL" => SbCommand::Cal { tr: a.tr()?, email: a.req()?.to_owned() },
+            b"CAL" => SbCommand::Cal {
+                tr: a.tr()?,
+                email: a.req()?.to_owned(),
+            },
             b"MSG" => {
                 let tr = a.tr()?;
                 let ack = AckMode::parse(a.req()?).ok_or_else(|| a.err(ErrorCode::Syntax))?;
-                SbCommand::Msg { tr, ack, payload: a.payload()? }
+                SbCommand::Msg {
+                    tr,
+                    ack,
+                    payload: a.payload()?,
+                }
             }
-            _ => SbCommand::Unknown { tr: frame.tr_id(), verb: frame.verb.to_string() },
+            _ => SbCommand::Unknown {
+                tr: frame.tr_id(),
+                verb: frame.verb.to_string(),
+            },
         };
         Ok(cmd)
     }
@@ -309,17 +530,37 @@ mod tests {
     fn parses_typical_lines() {
         assert_eq!(
             NsCommand::parse(&f("USR 3 TWN I alice@x.com")).unwrap(),
-            NsCommand::Usr { tr: 3, auth: UsrAuth::TwnInitial { email: "alice@x.com".into() } }
+            NsCommand::Usr {
+                tr: 3,
+                auth: UsrAuth::TwnInitial {
+                    email: "alice@x.com".into()
+                }
+            }
         );
         assert_eq!(
             NsCommand::parse(&f("ADC 7 FL N=bob@x.com F=Bob%20B")).unwrap(),
-            NsCommand::Adc { tr: 7, list: "FL".into(), email: Some("bob@x.com".into()), friendly: Some("Bob B".into()), contact: None, group: None }
+            NsCommand::Adc {
+                tr: 7,
+                list: "FL".into(),
+                email: Some("bob@x.com".into()),
+                friendly: Some("Bob B".into()),
+                contact: None,
+                group: None
+            }
         );
         assert_eq!(
             NsCommand::parse(&f("CHG 9 NLN 1342177312 %3Cmsnobj%2F%3E")).unwrap(),
-            NsCommand::Chg { tr: 9, status: "NLN".into(), caps: Some("1342177312".into()), msnobj: Some("<msnobj/>".into()) }
+            NsCommand::Chg {
+                tr: 9,
+                status: "NLN".into(),
+                caps: Some("1342177312".into()),
+                msnobj: Some("<msnobj/>".into())
+            }
         );
-        assert!(matches!(NsCommand::parse(&f("ZZZ 4")).unwrap(), NsCommand::Unknown { tr: Some(4), .. }));
+        assert!(matches!(
+            NsCommand::parse(&f("ZZZ 4")).unwrap(),
+            NsCommand::Unknown { tr: Some(4), .. }
+        ));
     }
 
     #[test]

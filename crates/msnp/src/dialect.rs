@@ -31,7 +31,10 @@ pub fn parse(token: &str) -> Option<u8> {
 }
 
 /// The highest dialect offered by the client that the server enables, if any.
-pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>, enabled: std::ops::RangeInclusive<u8>) -> Option<u8> {
+pub fn negotiate<'a>(
+    offered: impl IntoIterator<Item = &'a str>,
+    enabled: std::ops::RangeInclusive<u8>,
+) -> Option<u8> {
     offered
         .into_iter()
         .filter_map(parse)
@@ -66,7 +69,10 @@ mod tests {
     #[test]
     fn negotiation_picks_highest_common() {
         assert_eq!(negotiate(["MSNP12", "MSNP11", "CVR0"], 2..=12), Some(12));
-        assert_eq!(negotiate(["MSNP15", "MSNP14", "MSNP13", "CVR0"], 2..=12), None);
+        assert_eq!(
+            negotiate(["MSNP15", "MSNP14", "MSNP13", "CVR0"], 2..=12),
+            None
+        );
         assert_eq!(negotiate(["MSNP9", "MSNP8", "CVR0"], 2..=12), Some(9));
         assert_eq!(negotiate(["MSNP99", "MSNPx", ""], 2..=12), None);
     }

@@ -15,8 +15,10 @@ impl Verb {
     /// A verb is three ASCII upper-case letters or digits.
     pub fn parse(token: &str) -> Option<Verb> {
         let b = token.as_bytes();
-        (b.len() == 3 && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
-            .then(|| Verb([b[0], b[1], b[2]]))
+        (b.len() == 3
+            && b.iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+        .then(|| Verb([b[0], b[1], b[2]]))
     }
 
     pub const fn new(s: &[u8; 3]) -> Verb {
@@ -55,7 +57,11 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(verb: &[u8; 3]) -> Frame {
-        Frame { verb: Verb::new(verb), args: Vec::new(), payload: None }
+        Frame {
+            verb: Verb::new(verb),
+            args: Vec::new(),
+            payload: None,
+        }
     }
 
     /// Append one argument (must not contain spaces or line breaks; callers encode names).
@@ -78,7 +84,11 @@ impl Frame {
     pub fn error(code: crate::error::ErrorCode, tr_id: u32) -> Frame {
         let digits = code.code().to_string();
         let b = digits.as_bytes();
-        Frame { verb: Verb([b[0], b[1], b[2]]), args: vec![tr_id.to_string()], payload: None }
+        Frame {
+            verb: Verb([b[0], b[1], b[2]]),
+            args: vec![tr_id.to_string()],
+            payload: None,
+        }
     }
 
     /// The transaction id, when the first argument is one.

@@ -23,7 +23,11 @@ pub struct PresenceLine<'a> {
 fn caps_for(dialect: u8, caps: &str) -> String {
     let (c, cx) = caps.split_once(':').unwrap_or((caps, "0"));
     let c = if c.is_empty() { "0" } else { c };
-    if dialect >= 16 { format!("{c}:{cx}") } else { c.to_owned() }
+    if dialect >= 16 {
+        format!("{c}:{cx}")
+    } else {
+        c.to_owned()
+    }
 }
 
 /// `ILN tr …` (initial, on the first CHG) or `NLN …` (a change), per dialect.
@@ -33,7 +37,11 @@ pub fn presence(dialect: u8, initial: Option<TrId>, p: &PresenceLine<'_>) -> Fra
         _ => Frame::new(b"NLN"),
     };
     f = f.arg(p.status);
-    f = if dialect >= 18 { f.arg(format!("1:{}", p.email)) } else { f.arg(p.email) };
+    f = if dialect >= 18 {
+        f.arg(format!("1:{}", p.email))
+    } else {
+        f.arg(p.email)
+    };
     if (14..18).contains(&dialect) {
         f = f.arg(1);
     }
@@ -80,7 +88,12 @@ pub fn usr_ok(dialect: u8, tr: TrId, email: &str, friendly_name: &str) -> Frame 
 
 /// `XFR tr SB host:port CKI cookie …`.
 pub fn xfr_sb(dialect: u8, tr: TrId, address: &str, cookie: &str) -> Frame {
-    let f = Frame::new(b"XFR").arg(tr).arg("SB").arg(address).arg("CKI").arg(cookie);
+    let f = Frame::new(b"XFR")
+        .arg(tr)
+        .arg("SB")
+        .arg(address)
+        .arg("CKI")
+        .arg(cookie);
     match dialect {
         ..=12 => f,
         13 => f.arg("U").arg("messenger.msn.com"),
@@ -89,7 +102,14 @@ pub fn xfr_sb(dialect: u8, tr: TrId, address: &str, cookie: &str) -> Frame {
 }
 
 /// `RNG session host:port CKI cookie inviter friendly …`.
-pub fn rng(dialect: u8, session: u32, address: &str, cookie: &str, inviter: &str, inviter_friendly: &str) -> Frame {
+pub fn rng(
+    dialect: u8,
+    session: u32,
+    address: &str,
+    cookie: &str,
+    inviter: &str,
+    inviter_friendly: &str,
+) -> Frame {
     let f = Frame::new(b"RNG")
         .arg(session)
         .arg(address)
@@ -106,19 +126,46 @@ pub fn rng(dialect: u8, session: u32, address: &str, cookie: &str, inviter: &str
 
 /// `JOI email friendly [caps]` to the other participants of a switchboard session.
 pub fn joi(dialect: u8, email: &str, friendly_name: &str, caps: &str) -> Frame {
-    let f = Frame::new(b"JOI").arg(email).arg(text::encode(friendly_name));
-    if dialect >= 12 { f.arg(caps_for(dialect, caps)) } else { f }
+    let f = Frame::new(b"JOI")
+        .arg(email)
+        .arg(text::encode(friendly_name));
+    if dialect >= 12 {
+        f.arg(caps_for(dialect, caps))
+    } else {
+        f
+    }
 }
 
 /// `IRO tr index total email friendly [caps]`: one line per participant already present.
-pub fn iro(dialect: u8, tr: TrId, index: usize, total: usize, email: &str, friendly_name: &str, caps: &str) -> Frame {
-    let f = Frame::new(b"IRO").arg(tr).arg(index).arg(total).arg(email).arg(text::encode(friendly_name));
-    if dialect >= 12 { f.arg(caps_for(dialect, caps)) } else { f }
+pub fn iro(
+    dialect: u8,
+    tr: TrId,
+    index: usize,
+    total: usize,
+    email: &str,
+    friendly_name: &str,
+    caps: &str,
+) -> Frame {
+    let f = Frame::new(b"IRO")
+        .arg(tr)
+        .arg(index)
+        .arg(total)
+        .arg(email)
+        .arg(text::encode(friendly_name));
+    if dialect >= 12 {
+        f.arg(caps_for(dialect, caps))
+    } else {
+        f
+    }
 }
 
 /// `QNG [seconds]`.
 pub fn qng(dialect: u8, seconds: u64) -> Frame {
-    if crate::dialect::qng_has_seconds(dialect) { Frame::new(b"QNG").arg(seconds) } else { Frame::new(b"QNG") }
+    if crate::dialect::qng_has_seconds(dialect) {
+        Frame::new(b"QNG").arg(seconds)
+    } else {
+        Frame::new(b"QNG")
+    }
 }
 
 /// One contact in a SYN answer.
@@ -136,16 +183,25 @@ pub struct LstEntry<'a> {
 /// `LST` for MSNP8+: one line per contact, untagged.
 pub fn lst(dialect: u8, e: &LstEntry<'_>) -> Frame {
     if dialect < 10 {
-        let f = Frame::new(b"LST").arg(e.email).arg(text::encode(e.friendly_name)).arg(e.lists);
+        let f = Frame::new(b"LST")
+            .arg(e.email)
+            .arg(text::encode(e.friendly_name))
+            .arg(e.lists);
         // FL members always carry a group field; "0" means Other Contacts.
         if e.lists & 1 != 0 {
-            let groups = if e.groups.is_empty() { "0".to_owned() } else { e.groups.join(",") };
+            let groups = if e.groups.is_empty() {
+                "0".to_owned()
+            } else {
+                e.groups.join(",")
+            };
             f.arg(groups)
         } else {
             f
         }
     } else {
-        let mut f = Frame::new(b"LST").arg(format!("N={}", e.email)).arg(format!("F={}", text::encode(e.friendly_name)));
+        let mut f = Frame::new(b"LST")
+            .arg(format!("N={}", e.email))
+            .arg(format!("F={}", text::encode(e.friendly_name)));
         if e.lists & 1 != 0 {
             f = f.arg(format!("C={}", e.guid));
         }
@@ -176,7 +232,10 @@ pub fn profile(dialect: u8, p: &Profile<'_>) -> Frame {
         p.login_time, p.member_id
     );
     if dialect >= 8 {
-        body.push_str(&format!("MSPAuth: {}\r\nClientIP: {}\r\nClientPort: {}\r\n", p.ticket, p.client_ip, p.client_port));
+        body.push_str(&format!(
+            "MSPAuth: {}\r\nClientIP: {}\r\nClientPort: {}\r\n",
+            p.ticket, p.client_ip, p.client_port
+        ));
     }
     if dialect >= 10 {
         body.push_str("ABCHMigrated: 1\r\n");
@@ -185,13 +244,19 @@ pub fn profile(dialect: u8, p: &Profile<'_>) -> Frame {
         body.push_str("MPOPEnabled: 0\r\n");
     }
     body.push_str("\r\n");
-    Frame::new(b"MSG").arg("Hotmail").arg("Hotmail").payload(body.into_bytes())
+    Frame::new(b"MSG")
+        .arg("Hotmail")
+        .arg("Hotmail")
+        .payload(body.into_bytes())
 }
 
 /// `GCF tr Shields.xml` answer (MSNP11–12): an empty shields policy.
 pub fn shields(tr: TrId, file: &str) -> Frame {
     let body = "<?xml version= \"1.0\" encoding=\"utf-8\" ?><config><shield><cli maj=\"7\" min=\"0\" minbld=\"0\" maxbld=\"9999\" deny=\" \" /></shield><block></block></config>";
-    Frame::new(b"GCF").arg(tr).arg(file).payload(body.as_bytes().to_vec())
+    Frame::new(b"GCF")
+        .arg(tr)
+        .arg(file)
+        .payload(body.as_bytes().to_vec())
 }
 
 #[cfg(test)]
@@ -204,28 +269,64 @@ mod tests {
 
     #[test]
     fn presence_shapes_by_dialect() {
-        let p = PresenceLine { status: "NLN", email: "a@x.com", friendly_name: "A B", caps: "1342177312:48", msnobj: Some("<o/>") };
+        let p = PresenceLine {
+            status: "NLN",
+            email: "a@x.com",
+            friendly_name: "A B",
+            caps: "1342177312:48",
+            msnobj: Some("<o/>"),
+        };
         assert_eq!(line(&presence(7, None, &p)), "NLN NLN a@x.com A%20B\r\n");
-        assert_eq!(line(&presence(8, Some(9), &p)), "ILN 9 NLN a@x.com A%20B 1342177312\r\n");
-        assert_eq!(line(&presence(12, None, &p)), "NLN NLN a@x.com A%20B 1342177312 %3Co%2F%3E\r\n");
-        assert_eq!(line(&presence(18, Some(3), &p)), "NLN NLN 1:a@x.com A%20B 1342177312:48 %3Co%2F%3E\r\n");
+        assert_eq!(
+            line(&presence(8, Some(9), &p)),
+            "ILN 9 NLN a@x.com A%20B 1342177312\r\n"
+        );
+        assert_eq!(
+            line(&presence(12, None, &p)),
+            "NLN NLN a@x.com A%20B 1342177312 %3Co%2F%3E\r\n"
+        );
+        assert_eq!(
+            line(&presence(18, Some(3), &p)),
+            "NLN NLN 1:a@x.com A%20B 1342177312:48 %3Co%2F%3E\r\n"
+        );
         assert_eq!(line(&offline(12, "a@x.com")), "FLN a@x.com\r\n");
     }
 
     #[test]
     fn usr_ok_by_dialect() {
-        assert_eq!(line(&usr_ok(5, 4, "a@x.com", "A")), "USR 4 OK a@x.com A\r\n");
-        assert_eq!(line(&usr_ok(7, 4, "a@x.com", "A")), "USR 4 OK a@x.com A 1\r\n");
-        assert_eq!(line(&usr_ok(9, 4, "a@x.com", "A")), "USR 4 OK a@x.com A 1 0\r\n");
-        assert_eq!(line(&usr_ok(11, 4, "a@x.com", "A")), "USR 4 OK a@x.com 1 0\r\n");
+        assert_eq!(
+            line(&usr_ok(5, 4, "a@x.com", "A")),
+            "USR 4 OK a@x.com A\r\n"
+        );
+        assert_eq!(
+            line(&usr_ok(7, 4, "a@x.com", "A")),
+            "USR 4 OK a@x.com A 1\r\n"
+        );
+        assert_eq!(
+            line(&usr_ok(9, 4, "a@x.com", "A")),
+            "USR 4 OK a@x.com A 1 0\r\n"
+        );
+        assert_eq!(
+            line(&usr_ok(11, 4, "a@x.com", "A")),
+            "USR 4 OK a@x.com 1 0\r\n"
+        );
     }
 
     #[test]
     fn lst_by_dialect() {
-        let e = LstEntry { email: "b@x.com", friendly_name: "Bob", guid: "g-1", lists: 11, groups: vec![] };
+        let e = LstEntry {
+            email: "b@x.com",
+            friendly_name: "Bob",
+            guid: "g-1",
+            lists: 11,
+            groups: vec![],
+        };
         assert_eq!(line(&lst(9, &e)), "LST b@x.com Bob 11 0\r\n");
         assert_eq!(line(&lst(11, &e)), "LST N=b@x.com F=Bob C=g-1 11\r\n");
-        let rl_only = LstEntry { lists: 8, ..e.clone() };
+        let rl_only = LstEntry {
+            lists: 8,
+            ..e.clone()
+        };
         assert_eq!(line(&lst(12, &rl_only)), "LST N=b@x.com F=Bob 8 1\r\n");
     }
 }

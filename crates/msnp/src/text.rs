@@ -39,7 +39,13 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for s in ["Alice", "Bob Smith", "100% ünïcødé 😀", "a+b=c&d", "tab\there"] {
+        for s in [
+            "Alice",
+            "Bob Smith",
+            "100% ünïcødé 😀",
+            "a+b=c&d",
+            "tab\there",
+        ] {
             let e = encode(s);
             assert!(!e.contains(' ') && !e.contains('\t'), "{e}");
             assert_eq!(decode(&e), s);

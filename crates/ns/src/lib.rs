@@ -1,1 +1,78 @@
-//! The Notification Server role: one task per MSNP client connection (login, lists, presence, switchboard referrals).
+//! The Notification Server role: one task per MSNP client connection.
+//!
+//! Architecture invariant: the NS holds no durable state. Everything a session knows —
+//! the roster, the presence of contacts — is read from the [`Store`] and the [`Bus`] at
+//! sign-in and kept fresh by events, so a session can be rebuilt anywhere.
+
+mod session;
+mod sync;
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use butterfly_core::bus::Bus;
+use butterfly_core::store::Store;
+use butterfly_core::tickets::Tickets;
+use msnp::codec::Limits;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// NS settings. Defaults suit a real deployment; tests shorten the timers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `host:port` of the switchboard, written into `XFR SB` and `RNG`.
+    pub sb_address: String,
+    /// Dialects offered in VER negotiation.
+    pub dialects: RangeInclusive<u8>,
+    pub limits: Limits,
+    /// A connection must finish signing in within this time.
+    pub login_timeout: Duration,
+    /// A signed-in connection silent for this long is closed (clients PNG every ~50 s).
+    pub idle_timeout: Duration,
+    /// Seconds announced in QNG (MSNP9+): when the client should ping next.
+    pub ping_interval: Duration,
+    /// How often a signed-in MSNP6+ client is challenged (CHL) after the first one.
+    pub challenge_interval: Duration,
+    /// Close the connection on a wrong QRY answer (540).
+    pub strict_challenges: bool,
+    /// How long a write may block on a client that does not read before it is dropped.
+    pub write_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sb_address: "127.0.0.1:1864".into(),
+            dialects: 2..=12,
+            limits: Limits::NS,
+            login_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(300),
+            ping_interval: Duration::from_secs(50),
+            challenge_interval: Duration::from_secs(15 * 60),
+            strict_challenges: true,
+            write_timeout: Duration::from_secs(30),
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// The ports the NS needs.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub tickets: Arc<dyn Tickets>,
+}
+
+/// Serve MSNP clients on `listener` until `shutdown`; every connection is then sent
+/// `OUT SSD` and closed, and this returns when all are gone.
+pub async fn run(config: Config, deps: Deps, listener: TcpListener, shutdown: CancellationToken) {
+    let config = Arc::new(config);
+    let max = config.max_connections;
+    butterfly_core::net::serve(listener, max, shutdown, move |stream, peer, token| {
+        session::run(config.clone(), deps.clone(), stream, peer, token)
+    })
+    .await;
+}

@@ -45,7 +45,9 @@ pub(crate) fn guid_text(g: Uuid) -> String {
 }
 
 pub(crate) fn mask(column: &str, v: i64) -> Result<ListMask, StoreError> {
-    u8::try_from(v).map(ListMask).map_err(|_| corrupt(column, v))
+    u8::try_from(v)
+        .map(ListMask)
+        .map_err(|_| corrupt(column, v))
 }
 
 pub(crate) fn group_number(column: &str, v: i64) -> Result<u32, StoreError> {
@@ -65,7 +67,8 @@ pub(crate) fn gtc(column: &str, s: &str) -> Result<Gtc, StoreError> {
 }
 
 /// The columns [`account`] reads, for `SELECT {ACCOUNT_COLUMNS} FROM users`.
-pub(crate) const ACCOUNT_COLUMNS: &str = "id, email, friendly_name, password_hash, md5_salt, md5_hash";
+pub(crate) const ACCOUNT_COLUMNS: &str =
+    "id, email, friendly_name, password_hash, md5_salt, md5_hash";
 
 pub(crate) fn account(row: &SqliteRow) -> Result<Account, StoreError> {
     let salt: Option<String> = get(row, "md5_salt")?;

@@ -1,1 +1,569 @@
-//! The switchboard role: chat sessions held in memory (USR/CAL/ANS/MSG/BYE).
+//! The switchboard role: chat sessions held in memory.
+//!
+//! A caller gets a signed cookie from the NS (`XFR SB`), opens a session here with `USR`,
+//! and invites people with `CAL`; each invitee hears of it through its NS (`RNG`, sent via
+//! the bus) and joins with `ANS`. Messages are relayed byte for byte to every other
+//! participant's queue. Architecture invariant: every participant of a session is
+//! connected to this process, so relaying never leaves it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use butterfly_core::account::Email;
+use butterfly_core::bus::{Bus, UserEvent};
+use butterfly_core::metrics;
+use butterfly_core::presence::Status;
+use butterfly_core::store::Store;
+use butterfly_core::tickets::{SbClaims, Tickets};
+use bytes::Bytes;
+use futures::StreamExt;
+use msnp::codec::{DecodeError, Decoded, Direction, Limits, MsnpCodec, RejectReason};
+use msnp::command::{AckMode, SbCommand, TrId};
+use msnp::error::ErrorCode;
+use msnp::frame::Frame;
+use msnp::{reply, text};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `host:port` clients are told to connect to (written into RNG).
+    pub public_address: String,
+    pub limits: Limits,
+    /// USR/ANS must arrive within this time.
+    pub login_timeout: Duration,
+    /// A participant silent for this long is dropped.
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Most people in one session.
+    pub max_participants: usize,
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            public_address: "127.0.0.1:1864".into(),
+            limits: Limits::SB,
+            login_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30 * 60),
+            write_timeout: Duration::from_secs(30),
+            max_participants: 20,
+            max_connections: 100_000,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub tickets: Arc<dyn Tickets>,
+}
+
+/// Frames waiting for one participant before it is dropped as a slow reader.
+const PARTICIPANT_QUEUE: usize = 256;
+
+/// One person in a session, as the others need to know them.
+struct Participant {
+    conn: u64,
+    email: Email,
+    name: String,
+    caps: String,
+    tx: mpsc::Sender<Outbound>,
+    kill: CancellationToken,
+}
+
+enum Outbound {
+    /// Already-encoded bytes, the same for every receiver (MSG).
+    Bytes(Bytes),
+    /// Someone joined; formatted for the receiver's dialect.
+    Joined {
+        email: Email,
+        name: String,
+        caps: String,
+    },
+    Left {
+        email: Email,
+    },
+}
+
+#[derive(Default)]
+struct ChatSession {
+    participants: Vec<Participant>,
+    /// People invited with CAL who have not answered yet.
+    invited: HashSet<Email>,
+}
+
+#[derive(Default)]
+struct Shard {
+    sessions: Mutex<HashMap<u32, ChatSession>>,
+    next_conn: AtomicU64,
+}
+
+impl Shard {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<u32, ChatSession>) -> R) -> R {
+        // Plain data under a short lock: recover from a poisoned lock rather than fail.
+        let mut guard = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+/// Serve switchboard clients until `shutdown`.
+pub async fn run(config: Config, deps: Deps, listener: TcpListener, shutdown: CancellationToken) {
+    let config = Arc::new(config);
+    let shard = Arc::new(Shard::default());
+    let max = config.max_connections;
+    butterfly_core::net::serve(listener, max, shutdown, move |stream, peer, token| {
+        let conn = shard.next_conn.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("sb", %peer, conn);
+        connection(
+            config.clone(),
+            deps.clone(),
+            shard.clone(),
+            stream,
+            peer,
+            conn,
+            token,
+        )
+        .instrument(span)
+    })
+    .await;
+}
+
+struct Joined {
+    sid: u32,
+    email: Email,
+    name: String,
+    dialect: u8,
+}
+
+async fn connection(
+    config: Arc<Config>,
+    deps: Deps,
+    shard: Arc<Shard>,
+    stream: TcpStream,
+    _peer: SocketAddr,
+    conn: u64,
+    shutdown: CancellationToken,
+) {
+    let mut c = Conn {
+        framed: Framed::new(
+            stream,
+            MsnpCodec::new(Direction::ClientToServer, config.limits),
+        ),
+        config,
+        deps,
+        shard,
+        conn,
+        joined: None,
+        kill: CancellationToken::new(),
+        rx: None,
+    };
+    let m = metrics::global();
+    metrics::inc(&m.sb_connections_active);
+    c.run(shutdown).await;
+    metrics::dec(&m.sb_connections_active);
+    c.leave();
+    let _ = tokio::time::timeout(Duration::from_secs(1), c.framed.get_mut().shutdown()).await;
+}
+
+struct Conn {
+    config: Arc<Config>,
+    deps: Deps,
+    shard: Arc<Shard>,
+    framed: Framed<TcpStream, MsnpCodec>,
+    conn: u64,
+    joined: Option<Joined>,
+    kill: CancellationToken,
+    rx: Option<mpsc::Receiver<Outbound>>,
+}
+
+/// `Err` ends the connection.
+type Flow = Result<(), ()>;
+
+impl Conn {
+    async fn run(&mut self, shutdown: CancellationToken) {
+        let login_deadline = Instant::now() + self.config.login_timeout;
+        let mut last_activity = Instant::now();
+        loop {
+            let deadline = if self.joined.is_some() {
+                last_activity + self.config.idle_timeout
+            } else {
+                login_deadline
+            };
+            let step: Flow = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(()),
+                _ = self.kill.cancelled() => Err(()),
+                _ = tokio::time::sleep_until(deadline) => Err(()),
+                Some(out) = recv_opt(&mut self.rx) => {
+                    self.deliver(out);
+                    Ok(())
+                }
+                item = self.framed.next() => match item {
+                    None | Some(Err(DecodeError::Io(_))) => Err(()),
+                    Some(Err(DecodeError::BadLength { tr_id, .. })) => {
+                        self.error(ErrorCode::Syntax, tr_id);
+                        let _ = self.flush().await;
+                        Err(())
+                    }
+                    Some(Ok(Decoded::Rejected(r))) => match r.reason {
+                        RejectReason::Empty => Ok(()),
+                        // An oversized message or line: the official server closed the
+                        // connection, and so do we.
+                        _ => {
+                            self.error(ErrorCode::Syntax, r.tr_id);
+                            let _ = self.flush().await;
+                            Err(())
+                        }
+                    },
+                    Some(Ok(Decoded::Frame(f))) => {
+                        last_activity = Instant::now();
+                        self.on_frame(f).await
+                    }
+                },
+            };
+            if step.is_err() || self.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn send(&mut self, frame: Frame) {
+        frame.encode_into(self.framed.write_buffer_mut());
+    }
+
+    fn error(&mut self, code: ErrorCode, tr: Option<TrId>) {
+        self.send(Frame::error(code, tr.unwrap_or(0)));
+    }
+
+    async fn flush(&mut self) -> Flow {
+        if self.framed.write_buffer().is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(
+            self.config.write_timeout,
+            futures::SinkExt::<&Frame>::flush(&mut self.framed),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    fn deliver(&mut self, out: Outbound) {
+        let dialect = self
+            .joined
+            .as_ref()
+            .map_or(msnp::dialect::MIN, |j| j.dialect);
+        match out {
+            Outbound::Bytes(b) => self.framed.write_buffer_mut().extend_from_slice(&b),
+            Outbound::Joined { email, name, caps } => {
+                self.send(reply::joi(dialect, email.as_str(), &name, &caps))
+            }
+            Outbound::Left { email } => self.send(Frame::new(b"BYE").arg(email)),
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Flow {
+        let cmd = match SbCommand::parse(&frame) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(e.code, e.tr_id);
+                return Ok(());
+            }
+        };
+        match cmd {
+            SbCommand::Out => Err(()),
+            SbCommand::Usr { tr, email, cookie } => {
+                if self.joined.is_some() {
+                    self.error(ErrorCode::AlreadyLoggedIn, Some(tr));
+                    return Ok(());
+                }
+                let claims = match self.deps.tickets.verify_sb(&cookie) {
+                    Ok(c) if !c.answer && same_user(&c.sub, &email) => c,
+                    _ => return self.auth_failed(tr),
+                };
+                // The cookie names a fresh session; refuse a replay onto an existing one.
+                let created = self.shard.with(|s| match s.entry(claims.sid) {
+                    std::collections::hash_map::Entry::Occupied(_) => false,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(ChatSession::default());
+                        true
+                    }
+                });
+                if !created {
+                    return self.auth_failed(tr);
+                }
+                self.join(&claims);
+                self.send(
+                    Frame::new(b"USR")
+                        .arg(tr)
+                        .arg("OK")
+                        .arg(&claims.sub)
+                        .arg(text::encode(&claims.name)),
+                );
+                info!(sid = claims.sid, "Session opened");
+                metrics::inc(&metrics::global().sb_sessions_opened_total);
+                Ok(())
+            }
+            SbCommand::Ans {
+                tr,
+                email,
+                cookie,
+                session,
+            } => {
+                if self.joined.is_some() {
+                    self.error(ErrorCode::AlreadyLoggedIn, Some(tr));
+                    return Ok(());
+                }
+                let claims = match self.deps.tickets.verify_sb(&cookie) {
+                    Ok(c)
+                        if c.answer
+                            && same_user(&c.sub, &email)
+                            && session.parse() == Ok(c.sid) =>
+                    {
+                        c
+                    }
+                    _ => return self.auth_failed(tr),
+                };
+                let invited = self.shard.with(|s| {
+                    s.get_mut(&claims.sid)
+                        .is_some_and(|cs| cs.invited.remove(&claims.sub))
+                });
+                if !invited {
+                    return self.auth_failed(tr);
+                }
+                let others = self.join(&claims);
+                let total = others.len();
+                for (i, (email, name, caps)) in others.iter().enumerate() {
+                    self.send(reply::iro(
+                        claims.dialect,
+                        tr,
+                        i + 1,
+                        total,
+                        email.as_str(),
+                        name,
+                        caps,
+                    ));
+                }
+                self.send(Frame::new(b"ANS").arg(tr).arg("OK"));
+                Ok(())
+            }
+            SbCommand::Cal { tr, email } => self.cal(tr, &email).await,
+            SbCommand::Msg { tr, ack, payload } => {
+                let Some(me) = &self.joined else {
+                    self.error(ErrorCode::NotExpected, Some(tr));
+                    return Ok(());
+                };
+                metrics::inc(&metrics::global().sb_messages_total);
+                let relay = Frame::new(b"MSG")
+                    .arg(&me.email)
+                    .arg(text::encode(&me.name))
+                    .payload(payload)
+                    .to_bytes();
+                let (sid, conn) = (me.sid, self.conn);
+                let delivered = self.shard.with(|s| {
+                    let Some(cs) = s.get(&sid) else { return false };
+                    let mut others = cs.participants.iter().filter(|p| p.conn != conn).peekable();
+                    if others.peek().is_none() {
+                        return false;
+                    }
+                    let mut all = true;
+                    for p in others {
+                        if p.tx.try_send(Outbound::Bytes(relay.clone())).is_err() {
+                            // A participant that cannot keep up is dropped, not waited for.
+                            p.kill.cancel();
+                            all = false;
+                        }
+                    }
+                    all
+                });
+                match (ack, delivered) {
+                    (AckMode::Acknowledged | AckMode::Data, true) => {
+                        self.send(Frame::new(b"ACK").arg(tr))
+                    }
+                    (AckMode::Unacknowledged, _) | (AckMode::NakOnly, true) => {}
+                    (_, false) => self.send(Frame::new(b"NAK").arg(tr)),
+                }
+                Ok(())
+            }
+            SbCommand::Unknown { tr, verb } => {
+                debug!(%verb, "Unknown command");
+                self.error(ErrorCode::Syntax, tr);
+                Ok(())
+            }
+        }
+    }
+
+    fn auth_failed(&mut self, tr: TrId) -> Flow {
+        self.error(ErrorCode::AuthFailed, Some(tr));
+        Err(())
+    }
+
+    /// Enter the session named by the cookie; returns who was already there.
+    fn join(&mut self, claims: &SbClaims) -> Vec<(Email, String, String)> {
+        let (tx, rx) = mpsc::channel(PARTICIPANT_QUEUE);
+        self.rx = Some(rx);
+        let me = Participant {
+            conn: self.conn,
+            email: claims.sub.clone(),
+            name: claims.name.clone(),
+            caps: claims.caps.clone(),
+            tx,
+            kill: self.kill.clone(),
+        };
+        let others = self.shard.with(|s| {
+            let cs = s.entry(claims.sid).or_default();
+            let others: Vec<_> = cs
+                .participants
+                .iter()
+                .map(|p| (p.email.clone(), p.name.clone(), p.caps.clone()))
+                .collect();
+            for p in &cs.participants {
+                let joined = Outbound::Joined {
+                    email: me.email.clone(),
+                    name: me.name.clone(),
+                    caps: me.caps.clone(),
+                };
+                if p.tx.try_send(joined).is_err() {
+                    p.kill.cancel();
+                }
+            }
+            cs.participants.push(me);
+            others
+        });
+        self.joined = Some(Joined {
+            sid: claims.sid,
+            email: claims.sub.clone(),
+            name: claims.name.clone(),
+            dialect: claims.dialect,
+        });
+        others
+    }
+
+    /// Leave the session (if joined): the others get BYE; an empty session is removed.
+    fn leave(&mut self) {
+        let Some(me) = self.joined.take() else { return };
+        let conn = self.conn;
+        self.shard.with(|s| {
+            let Some(cs) = s.get_mut(&me.sid) else { return };
+            cs.participants.retain(|p| p.conn != conn);
+            for p in &cs.participants {
+                if p.tx
+                    .try_send(Outbound::Left {
+                        email: me.email.clone(),
+                    })
+                    .is_err()
+                {
+                    p.kill.cancel();
+                }
+            }
+            if cs.participants.is_empty() {
+                s.remove(&me.sid);
+            }
+        });
+    }
+
+    async fn cal(&mut self, tr: TrId, invitee: &str) -> Flow {
+        let Some(me) = &self.joined else {
+            self.error(ErrorCode::NotExpected, Some(tr));
+            return Ok(());
+        };
+        let (sid, my_email, my_name) = (me.sid, me.email.clone(), me.name.clone());
+        let Ok(invitee) = Email::parse(invitee) else {
+            self.error(ErrorCode::InvalidUsername, Some(tr));
+            return Ok(());
+        };
+        let (present, count) = self.shard.with(|s| {
+            s.get(&sid).map_or((false, 0), |cs| {
+                (
+                    cs.participants.iter().any(|p| p.email == invitee),
+                    cs.participants.len() + cs.invited.len(),
+                )
+            })
+        });
+        if present {
+            self.error(ErrorCode::AlreadyOnList, Some(tr));
+            return Ok(());
+        }
+        if count >= self.config.max_participants {
+            self.error(ErrorCode::TooRapid, Some(tr));
+            return Ok(());
+        }
+        if !self.reachable(&my_email, &invitee).await {
+            self.error(ErrorCode::NotOnline, Some(tr));
+            return Ok(());
+        }
+        self.shard.with(|s| {
+            if let Some(cs) = s.get_mut(&sid) {
+                cs.invited.insert(invitee.clone());
+            }
+        });
+        let ring = UserEvent::Ring {
+            session_id: sid,
+            sb_address: self.config.public_address.clone(),
+            inviter: my_email,
+            inviter_friendly: my_name,
+        };
+        if self.deps.bus.send(&invitee, ring).await == 0 {
+            self.shard.with(|s| {
+                if let Some(cs) = s.get_mut(&sid) {
+                    cs.invited.remove(&invitee);
+                }
+            });
+            self.error(ErrorCode::NotOnline, Some(tr));
+            return Ok(());
+        }
+        self.send(Frame::new(b"CAL").arg(tr).arg("RINGING").arg(sid));
+        Ok(())
+    }
+
+    /// The invitee is signed in, not appearing offline, and does not block me.
+    async fn reachable(&self, me: &Email, invitee: &Email) -> bool {
+        let online = self
+            .deps
+            .bus
+            .presence(std::slice::from_ref(invitee))
+            .await
+            .into_iter()
+            .any(|(_, p)| p.status != Status::Hidden);
+        if !online {
+            return false;
+        }
+        let (Ok(Some(them)), Ok(Some(me))) = (
+            self.deps.store.account_by_email(invitee).await,
+            self.deps.store.account_by_email(me).await,
+        ) else {
+            return false;
+        };
+        self.deps
+            .store
+            .peer_view(them.id, me.id)
+            .await
+            .is_ok_and(|v| v.lets_me_see())
+    }
+}
+
+fn same_user(claimed: &Email, given: &str) -> bool {
+    // MSNP16+ adds ;{machine-guid}; the account is what matters here.
+    let bare = given.split(';').next().unwrap_or(given);
+    Email::parse(bare).is_ok_and(|e| &e == claimed)
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,231 @@
+//! `butterfly`: the one binary. See `butterfly --help`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use butterfly::Settings;
+use butterfly::settings::{CommonArgs, ServeArgs};
+use butterfly_core::account::{Email, LegacyMd5, NewAccount, PasswordCost};
+use butterfly_core::store::{Store, StoreError};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "butterfly",
+    version,
+    about = "A server for MSN Messenger clients (MSNP2–MSNP12)."
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded: every role in this process, SQLite, in-process bus).
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account.
+    Add {
+        email: String,
+        #[arg(long)]
+        password: String,
+        /// Friendly name (default: the sign-in name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Also allow MSNP2–7 (MSN 1.0–4.7) sign-in. The MD5 secret this stores is a
+        /// password equivalent: use it only for accounts that need those clients.
+        #[arg(long)]
+        legacy_md5: bool,
+    },
+    /// List accounts.
+    List,
+    /// Change a password (and the legacy MD5 secret).
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        legacy_md5: bool,
+    },
+    /// Delete an account and every list entry naming it.
+    Delete { email: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BUTTERFLY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(serve) => {
+            let settings = Settings::resolve(&cli.common, &serve)?;
+            serve_until_signal(&settings).await
+        }
+        Command::Migrate => {
+            let settings = Settings::resolve(&cli.common, &ServeArgs::default())?;
+            let store = butterfly::open_store(&settings).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let settings = Settings::resolve(&cli.common, &ServeArgs::default())?;
+            let store = butterfly::open_store(&settings).await?;
+            let result = user(store.as_ref(), settings.password_cost, cmd).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn serve_until_signal(settings: &Settings) -> anyhow::Result<()> {
+    let running = butterfly::start(settings).await?;
+    println!("ns listening on {}", running.ns);
+    println!("sb listening on {}", running.sb);
+    println!("http listening on {}", running.http);
+    println!("admin listening on {}", running.admin);
+    shutdown_signal().await;
+    tracing::info!("Shutting down: telling clients OUT SSD");
+    let clean = running
+        .shutdown(Duration::from_secs(settings.drain_seconds))
+        .await;
+    tracing::info!(clean, "Stopped");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes' stop) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn email(s: &str) -> anyhow::Result<Email> {
+    Ok(Email::parse(s)?)
+}
+
+async fn hash(cost: PasswordCost, password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || cost.hash(&password))
+        .await
+        .context("hashing task")?
+        .map_err(Into::into)
+}
+
+async fn user(store: &dyn Store, cost: PasswordCost, cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add {
+            email: e,
+            password,
+            name,
+            legacy_md5,
+        } => {
+            let email = email(&e)?;
+            let friendly_name = name.unwrap_or_else(|| email.to_string());
+            if friendly_name.is_empty()
+                || friendly_name.chars().count() > butterfly_core::account::MAX_FRIENDLY_LEN
+            {
+                bail!(
+                    "--name must be 1 to {} characters",
+                    butterfly_core::account::MAX_FRIENDLY_LEN
+                );
+            }
+            let legacy = legacy_md5.then(|| LegacyMd5::new(&password));
+            let password_hash = hash(cost, password).await?;
+            match store
+                .create_account(NewAccount {
+                    email: email.clone(),
+                    friendly_name,
+                    password_hash,
+                    legacy_md5: legacy,
+                })
+                .await
+            {
+                Ok(a) => println!("added {} (id {})", a.email, a.id.0),
+                Err(StoreError::DuplicateAccount) => bail!("{email} already exists"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        UserCommand::List => {
+            for a in store.accounts().await? {
+                let md5 = if a.legacy_md5.is_some() {
+                    "  legacy-md5"
+                } else {
+                    ""
+                };
+                println!("{}\t{}{md5}", a.email, a.friendly_name);
+            }
+        }
+        UserCommand::Passwd {
+            email: e,
+            password,
+            legacy_md5,
+        } => {
+            let email = email(&e)?;
+            let legacy = legacy_md5.then(|| LegacyMd5::new(&password));
+            let password_hash = hash(cost, password).await?;
+            if !store.set_password(&email, password_hash, legacy).await? {
+                bail!("no account {email}");
+            }
+            println!("password changed for {email}");
+        }
+        UserCommand::Delete { email: e } => {
+            let email = email(&e)?;
+            if !store.delete_account(&email).await? {
+                bail!("no account {email}");
+            }
+            println!("deleted {email}");
+        }
+    }
+    Ok(())
+}

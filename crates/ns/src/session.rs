@@ -1,0 +1,1408 @@
+//! One client connection: the state machine from VER to OUT.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use butterfly_core::account::{Account, Email};
+use butterfly_core::bus::{Event, SESSION_QUEUE, SessionId, UserEvent};
+use butterfly_core::lists::{
+    ContactRef, EditOutcome, GroupRef, Gtc, List, ListError, ListOp, PeerView, Privacy, Roster,
+};
+use butterfly_core::metrics;
+use butterfly_core::presence::{Presence, Status};
+use butterfly_core::tickets::SbClaims;
+use bytes::Bytes;
+use futures::StreamExt;
+use msnp::codec::{DecodeError, Decoded, Direction, MsnpCodec, RejectReason, Rejection};
+use msnp::command::{NsCommand, TrId, UsrAuth};
+use msnp::dialect::{self, AuthKind};
+use msnp::error::ErrorCode;
+use msnp::frame::Frame;
+use msnp::{reply, text};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+use uuid::Uuid;
+
+use crate::{Config, Deps, sync};
+
+/// Errors before sign-in after which we stop answering and close.
+const MAX_ERRORS_BEFORE_LOGIN: u32 = 20;
+/// Most bytes we hold for a client that is not reading.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+pub(crate) async fn run(
+    config: Arc<Config>,
+    deps: Deps,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::info_span!("ns", %peer, user = tracing::field::Empty);
+    async move {
+        let codec = MsnpCodec::new(Direction::ClientToServer, config.limits);
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let mut s = Session {
+            now_online: None,
+            framed: Framed::new(stream, codec),
+            config,
+            deps,
+            peer,
+            dialect: None,
+            auth: Auth::Start,
+            inbox_tx: tx,
+            inbox: rx,
+            overflow: CancellationToken::new(),
+            errors: 0,
+        };
+        let m = metrics::global();
+        metrics::inc(&m.ns_connections_total);
+        metrics::inc(&m.ns_connections_active);
+        let reason = s.run(shutdown).await;
+        metrics::dec(&m.ns_connections_active);
+        if matches!(reason, Close::SlowConsumer) {
+            metrics::inc(&m.ns_slow_consumers_total);
+        }
+        debug!(?reason, "Connection closed");
+        s.close().await;
+    }
+    .instrument(span)
+    .await
+}
+
+#[derive(Debug)]
+enum Close {
+    ClientGone,
+    ClientOut,
+    Shutdown,
+    Timeout,
+    SlowConsumer,
+    Replaced,
+    Refused,
+    Io,
+}
+
+/// What handling one command leads to.
+type Flow = Result<(), Close>;
+
+enum Auth {
+    Start,
+    /// `USR MD5 I` answered with a salt; `account` is None for unknown names (we still
+    /// answer with a salt so names cannot be probed).
+    Md5 {
+        account: Option<Account>,
+    },
+    /// `USR TWN I` answered; the ticket must name this user.
+    Twn {
+        email: Email,
+    },
+}
+
+/// A contact I watch, and what I have been shown of them.
+struct Watched {
+    view: PeerView,
+    presence: Option<Presence>,
+    shown: Option<Presence>,
+}
+
+struct Online {
+    email: Email,
+    session: SessionId,
+    roster: Roster,
+    /// My presence, set by CHG; None until the first CHG.
+    presence: Option<Presence>,
+    /// UUX document received before the first CHG.
+    personal: Option<Bytes>,
+    watched: HashMap<Email, Watched>,
+    challenge: Option<String>,
+    next_challenge: Option<Instant>,
+    last_activity: Instant,
+}
+
+struct Session {
+    config: Arc<Config>,
+    deps: Deps,
+    framed: Framed<TcpStream, MsnpCodec>,
+    peer: SocketAddr,
+    dialect: Option<u8>,
+    auth: Auth,
+    now_online: Option<Online>,
+    inbox_tx: mpsc::Sender<Event>,
+    inbox: mpsc::Receiver<Event>,
+    overflow: CancellationToken,
+    errors: u32,
+}
+
+impl Session {
+    async fn run(&mut self, shutdown: CancellationToken) -> Close {
+        let login_deadline = Instant::now() + self.config.login_timeout;
+        loop {
+            let (deadline, challenge_at) = match &self.now_online {
+                Some(o) => (o.last_activity + self.config.idle_timeout, o.next_challenge),
+                None => (login_deadline, None),
+            };
+            let step: Flow = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.send(Frame::new(b"OUT").arg("SSD"));
+                    let _ = self.flush().await;
+                    Err(Close::Shutdown)
+                }
+                _ = self.overflow.cancelled() => Err(Close::SlowConsumer),
+                _ = tokio::time::sleep_until(deadline) => Err(Close::Timeout),
+                _ = sleep_until_opt(challenge_at) => self.challenge(),
+                Some(ev) = self.inbox.recv() => self.on_event(ev).await,
+                item = self.framed.next() => match item {
+                    None => Err(Close::ClientGone),
+                    Some(Err(DecodeError::BadLength { tr_id, .. })) => {
+                        self.error(ErrorCode::Syntax, tr_id);
+                        let _ = self.flush().await;
+                        Err(Close::Refused)
+                    }
+                    Some(Err(DecodeError::Io(_))) => Err(Close::Io),
+                    Some(Ok(Decoded::Rejected(r))) => self.on_rejected(r),
+                    Some(Ok(Decoded::Frame(f))) => {
+                        if let Some(o) = &mut self.now_online {
+                            o.last_activity = Instant::now();
+                        }
+                        self.on_frame(f).await
+                    }
+                },
+            };
+            if let Err(close) = step {
+                let _ = self.flush().await;
+                return close;
+            }
+            if let Err(close) = self.flush().await {
+                return close;
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(o) = &self.now_online {
+            self.deps.bus.detach(o.session).await;
+        }
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.framed.get_mut().shutdown()).await;
+    }
+
+    fn dialect(&self) -> u8 {
+        self.dialect.unwrap_or(dialect::MIN)
+    }
+
+    fn send(&mut self, frame: Frame) {
+        frame.encode_into(self.framed.write_buffer_mut());
+    }
+
+    fn error(&mut self, code: ErrorCode, tr: Option<TrId>) {
+        self.send(Frame::error(code, tr.unwrap_or(0)));
+    }
+
+    /// Write out what is buffered; a client that does not read in time is dropped.
+    async fn flush(&mut self) -> Flow {
+        if self.framed.write_buffer().is_empty() {
+            return Ok(());
+        }
+        if self.framed.write_buffer().len() > MAX_WRITE_BUFFER {
+            return Err(Close::SlowConsumer);
+        }
+        match tokio::time::timeout(
+            self.config.write_timeout,
+            futures::SinkExt::<&Frame>::flush(&mut self.framed),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Close::Io),
+            Err(_) => Err(Close::SlowConsumer),
+        }
+    }
+
+    fn on_rejected(&mut self, r: Rejection) -> Flow {
+        debug!(?r, "Rejected frame");
+        match r.reason {
+            RejectReason::Empty => Ok(()),
+            RejectReason::LineTooLong => {
+                self.error(ErrorCode::Syntax, r.tr_id);
+                Err(Close::Refused)
+            }
+            RejectReason::PayloadTooLarge(_) | RejectReason::NotUtf8 | RejectReason::BadVerb => {
+                self.error(ErrorCode::Syntax, r.tr_id);
+                self.count_error()
+            }
+        }
+    }
+
+    fn count_error(&mut self) -> Flow {
+        if self.now_online.is_none() {
+            self.errors += 1;
+            if self.errors > MAX_ERRORS_BEFORE_LOGIN {
+                return Err(Close::Refused);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Flow {
+        metrics::inc(&metrics::global().ns_commands_total);
+        let cmd = match NsCommand::parse(&frame) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(e.code, e.tr_id);
+                return self.count_error();
+            }
+        };
+        let online = self.now_online.is_some();
+        match cmd {
+            NsCommand::Ver { tr, versions } => self.ver(tr, versions),
+            NsCommand::Png => {
+                let secs = self.config.ping_interval.as_secs();
+                self.send(reply::qng(self.dialect(), secs));
+                Ok(())
+            }
+            NsCommand::Out => {
+                self.send(Frame::new(b"OUT"));
+                Err(Close::ClientOut)
+            }
+            _ if self.dialect.is_none() => self.not_expected(frame.tr_id()),
+            NsCommand::Cvr { tr, args } => {
+                // Recommend the version the client already has: we have no downloads.
+                let v = args.get(5).cloned().unwrap_or_else(|| "1.0.0000".into());
+                self.send(
+                    Frame::new(b"CVR")
+                        .arg(tr)
+                        .arg(&v)
+                        .arg(&v)
+                        .arg(&v)
+                        .arg("http://messenger.msn.com")
+                        .arg("http://messenger.msn.com"),
+                );
+                Ok(())
+            }
+            NsCommand::Inf { tr } => {
+                if self.dialect() <= 7 {
+                    self.send(Frame::new(b"INF").arg(tr).arg("MD5"));
+                } else {
+                    self.error(ErrorCode::CommandDisabled, Some(tr));
+                }
+                Ok(())
+            }
+            NsCommand::Usr { tr, auth } => {
+                if online {
+                    self.error(ErrorCode::AlreadyLoggedIn, Some(tr));
+                    return Ok(());
+                }
+                self.usr(tr, auth).await
+            }
+            _ if !online => self.not_expected(frame.tr_id()),
+            NsCommand::Syn { tr, .. } => {
+                let roster = self
+                    .deps
+                    .store
+                    .roster(self.me().roster.owner.unwrap_or_default_id())
+                    .await;
+                match roster {
+                    Ok(r) => {
+                        for f in sync::syn(self.dialect(), tr, &r) {
+                            self.send(f);
+                        }
+                        self.me_mut().roster = r;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Roster load failed");
+                        self.error(ErrorCode::DatabaseError, Some(tr));
+                    }
+                }
+                Ok(())
+            }
+            NsCommand::Chg {
+                tr,
+                status,
+                caps,
+                msnobj,
+            } => self.chg(tr, &status, caps, msnobj, &frame).await,
+            NsCommand::Add {
+                tr,
+                list,
+                email,
+                friendly,
+                group,
+            } => self.add(tr, &list, &email, friendly, group).await,
+            NsCommand::Adc {
+                tr,
+                list,
+                email,
+                friendly,
+                contact,
+                group,
+            } => self.adc(tr, &list, email, friendly, contact, group).await,
+            NsCommand::Rem {
+                tr,
+                list,
+                target,
+                group,
+            } => self.rem(tr, &list, &target, group).await,
+            NsCommand::Adg { tr, name } => {
+                if !dialect::has_groups(self.dialect()) {
+                    return self.not_expected(Some(tr));
+                }
+                let Some(out) = self
+                    .edit(tr, ListOp::AddGroup { name: name.clone() })
+                    .await?
+                else {
+                    return Ok(());
+                };
+                let g = out.group.as_ref().expect("AddGroup returns its group");
+                let f = if dialect::uses_guids(self.dialect()) {
+                    Frame::new(b"ADG")
+                        .arg(tr)
+                        .arg(text::encode(&name))
+                        .arg(g.guid)
+                } else {
+                    Frame::new(b"ADG")
+                        .arg(tr)
+                        .arg(out.version)
+                        .arg(text::encode(&name))
+                        .arg(g.number)
+                        .arg(0)
+                };
+                self.send(f);
+                Ok(())
+            }
+            NsCommand::Rmg { tr, group } => {
+                let Some(gref) = self.group_ref(&group) else {
+                    self.error(ErrorCode::InvalidGroup, Some(tr));
+                    return Ok(());
+                };
+                let Some(out) = self.edit(tr, ListOp::RemoveGroup { group: gref }).await? else {
+                    return Ok(());
+                };
+                self.send(Frame::new(b"RMG").arg(tr).arg(out.version).arg(group));
+                Ok(())
+            }
+            NsCommand::Reg { tr, group, name } => {
+                let Some(gref) = self.group_ref(&group) else {
+                    self.error(ErrorCode::InvalidGroup, Some(tr));
+                    return Ok(());
+                };
+                let Some(out) = self
+                    .edit(
+                        tr,
+                        ListOp::RenameGroup {
+                            group: gref,
+                            name: name.clone(),
+                        },
+                    )
+                    .await?
+                else {
+                    return Ok(());
+                };
+                self.send(
+                    Frame::new(b"REG")
+                        .arg(tr)
+                        .arg(out.version)
+                        .arg(group)
+                        .arg(text::encode(&name))
+                        .arg(0),
+                );
+                Ok(())
+            }
+            NsCommand::Rea { tr, email, name } => {
+                if Email::parse(&email).ok().as_ref() != Some(&self.me().email) {
+                    self.error(ErrorCode::InvalidParameter, Some(tr));
+                    return Ok(());
+                }
+                let Some(out) = self.rename(tr, &name).await? else {
+                    return Ok(());
+                };
+                self.send(
+                    Frame::new(b"REA")
+                        .arg(tr)
+                        .arg(out.version)
+                        .arg(email)
+                        .arg(text::encode(&name)),
+                );
+                Ok(())
+            }
+            NsCommand::Prp { tr, key, value } => {
+                let value = value.unwrap_or_default();
+                let out = if key == "MFN" {
+                    self.rename(tr, &value).await?
+                } else {
+                    self.edit(
+                        tr,
+                        ListOp::SetProperty {
+                            key: key.clone(),
+                            value: value.clone(),
+                        },
+                    )
+                    .await?
+                };
+                let Some(out) = out else { return Ok(()) };
+                let f = Frame::new(b"PRP").arg(tr);
+                let f = if dialect::uses_guids(self.dialect()) {
+                    f
+                } else {
+                    f.arg(out.version)
+                };
+                self.send(f.arg(key).arg(text::encode(&value)));
+                Ok(())
+            }
+            NsCommand::Sbp {
+                tr,
+                contact,
+                key,
+                value,
+            } => {
+                let Ok(guid) = Uuid::parse_str(&contact) else {
+                    self.error(ErrorCode::InvalidUsername, Some(tr));
+                    return Ok(());
+                };
+                if key != "MFN" {
+                    // Contact phone numbers are the contact's own business; accept and ignore.
+                    self.send(
+                        Frame::new(b"SBP")
+                            .arg(tr)
+                            .arg(contact)
+                            .arg(key)
+                            .arg(text::encode(&value)),
+                    );
+                    return Ok(());
+                }
+                let Some(_) = self
+                    .edit(
+                        tr,
+                        ListOp::SetNickname {
+                            contact: guid,
+                            name: value.clone(),
+                        },
+                    )
+                    .await?
+                else {
+                    return Ok(());
+                };
+                self.send(
+                    Frame::new(b"SBP")
+                        .arg(tr)
+                        .arg(contact)
+                        .arg(key)
+                        .arg(text::encode(&value)),
+                );
+                Ok(())
+            }
+            NsCommand::Blp { tr, setting } => {
+                let Some(p) = Privacy::parse(&setting) else {
+                    self.error(ErrorCode::InvalidParameter, Some(tr));
+                    return Ok(());
+                };
+                let Some(out) = self.edit(tr, ListOp::SetPrivacy(p)).await? else {
+                    return Ok(());
+                };
+                let f = Frame::new(b"BLP").arg(tr);
+                let f = if dialect::uses_guids(self.dialect()) {
+                    f
+                } else {
+                    f.arg(out.version)
+                };
+                self.send(f.arg(setting));
+                Ok(())
+            }
+            NsCommand::Gtc { tr, setting } => {
+                let Some(g) = Gtc::parse(&setting) else {
+                    self.error(ErrorCode::InvalidParameter, Some(tr));
+                    return Ok(());
+                };
+                let Some(out) = self.edit(tr, ListOp::SetGtc(g)).await? else {
+                    return Ok(());
+                };
+                let f = Frame::new(b"GTC").arg(tr);
+                let f = if dialect::uses_guids(self.dialect()) {
+                    f
+                } else {
+                    f.arg(out.version)
+                };
+                self.send(f.arg(setting));
+                Ok(())
+            }
+            NsCommand::Qry {
+                tr,
+                product_id,
+                answer,
+            } => self.qry(tr, &product_id, &answer),
+            NsCommand::Xfr { tr, target } => self.xfr(tr, &target),
+            NsCommand::Uux { tr, payload } => {
+                if self.dialect() < 11 {
+                    return self.not_expected(Some(tr));
+                }
+                let me = self.me_mut();
+                me.personal = Some(payload.clone());
+                let republish = me.presence.as_mut().map(|p| {
+                    p.personal = Some(payload);
+                    p.clone()
+                });
+                if let Some(p) = republish {
+                    let session = self.me().session;
+                    self.deps.bus.publish_presence(session, Some(p)).await;
+                }
+                self.send(Frame::new(b"UUX").arg(tr).arg(0));
+                Ok(())
+            }
+            NsCommand::Gcf { tr, file } => {
+                if self.dialect() < 11 {
+                    return self.not_expected(Some(tr));
+                }
+                self.send(reply::shields(tr, &file));
+                Ok(())
+            }
+            NsCommand::Url { tr, .. } => {
+                self.send(
+                    Frame::new(b"URL")
+                        .arg(tr)
+                        .arg("/unused1")
+                        .arg("/unused2")
+                        .arg(1),
+                );
+                Ok(())
+            }
+            NsCommand::Ims { tr, on } => {
+                self.send(
+                    Frame::new(b"IMS")
+                        .arg(tr)
+                        .arg(0)
+                        .arg(if on { "ON" } else { "OFF" }),
+                );
+                Ok(())
+            }
+            NsCommand::Disabled { tr, .. } => {
+                self.error(ErrorCode::CommandDisabled, Some(tr));
+                Ok(())
+            }
+            NsCommand::Unknown { tr, verb } => {
+                debug!(%verb, "Unknown command");
+                self.error(ErrorCode::Syntax, tr);
+                Ok(())
+            }
+        }
+    }
+
+    fn not_expected(&mut self, tr: Option<TrId>) -> Flow {
+        self.error(ErrorCode::NotExpected, tr);
+        self.count_error()
+    }
+
+    fn me(&self) -> &Online {
+        self.now_online
+            .as_ref()
+            .expect("only called once signed in")
+    }
+
+    fn me_mut(&mut self) -> &mut Online {
+        self.now_online
+            .as_mut()
+            .expect("only called once signed in")
+    }
+
+    fn ver(&mut self, tr: TrId, versions: Vec<String>) -> Flow {
+        if self.dialect.is_some() {
+            return self.not_expected(Some(tr));
+        }
+        match dialect::negotiate(
+            versions.iter().map(String::as_str),
+            self.config.dialects.clone(),
+        ) {
+            Some(d) => {
+                self.dialect = Some(d);
+                self.framed.codec_mut().set_dialect(d);
+                let mut f = Frame::new(b"VER").arg(tr).arg(format!("MSNP{d}"));
+                if versions.iter().any(|v| v == "CVR0") {
+                    f = f.arg("CVR0");
+                }
+                self.send(f);
+                Ok(())
+            }
+            None => {
+                self.send(Frame::new(b"VER").arg(tr).arg(0));
+                Err(Close::Refused)
+            }
+        }
+    }
+
+    async fn usr(&mut self, tr: TrId, auth: UsrAuth) -> Flow {
+        let kind = dialect::auth_kind(self.dialect());
+        match (kind, auth, std::mem::replace(&mut self.auth, Auth::Start)) {
+            (AuthKind::Md5, UsrAuth::Md5Initial { email }, _) => {
+                let account = match Email::parse(&email) {
+                    Ok(e) => self.deps.store.account_by_email(&e).await.ok().flatten(),
+                    Err(_) => None,
+                };
+                let salt = match account.as_ref().and_then(|a| a.legacy_md5.as_ref()) {
+                    Some(secret) => secret.salt.clone(),
+                    None => format!("{}.{}", rand::random::<u32>(), rand::random::<u32>()),
+                };
+                self.send(Frame::new(b"USR").arg(tr).arg("MD5").arg("S").arg(&salt));
+                self.auth = Auth::Md5 { account };
+                Ok(())
+            }
+            (AuthKind::Md5, UsrAuth::Md5Response { hash }, Auth::Md5 { account, .. }) => {
+                match account.filter(|a| a.legacy_md5.as_ref().is_some_and(|s| s.verify(&hash))) {
+                    Some(a) => self.signed_in(tr, a).await,
+                    None => self.auth_failed(tr),
+                }
+            }
+            (AuthKind::Twn, UsrAuth::TwnInitial { email }, _) => {
+                let Ok(email) = Email::parse(&email) else {
+                    return self.auth_failed(tr);
+                };
+                let ct = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let policy = format!(
+                    "lc=1033,id=507,tw=40,fs=1,ru=http%3A%2F%2Fmessenger%2Emsn%2Ecom,ct={ct},kpp=1,kv=5,ver=2.1.0173.1,tpf={:032x}",
+                    rand::random::<u128>()
+                );
+                self.send(Frame::new(b"USR").arg(tr).arg("TWN").arg("S").arg(policy));
+                self.auth = Auth::Twn { email };
+                Ok(())
+            }
+            (AuthKind::Twn, UsrAuth::TwnResponse { ticket }, Auth::Twn { email }) => {
+                let token = passport_token(&ticket);
+                let claims = match self.deps.tickets.verify_passport(token) {
+                    Ok(c) if c.sub == email => c,
+                    _ => return self.auth_failed(tr),
+                };
+                match self
+                    .deps
+                    .store
+                    .account_by_id(butterfly_core::UserId(claims.uid))
+                    .await
+                {
+                    Ok(Some(a)) if a.email == email => self.signed_in(tr, a).await,
+                    _ => self.auth_failed(tr),
+                }
+            }
+            (_, UsrAuth::Other { .. }, _) => {
+                self.error(ErrorCode::CommandDisabled, Some(tr));
+                Ok(())
+            }
+            _ => self.auth_failed(tr),
+        }
+    }
+
+    fn auth_failed(&mut self, tr: TrId) -> Flow {
+        info!("Sign-in refused");
+        metrics::inc(&metrics::global().ns_login_failures_total);
+        self.error(ErrorCode::AuthFailed, Some(tr));
+        Err(Close::Refused)
+    }
+
+    async fn signed_in(&mut self, tr: TrId, account: Account) -> Flow {
+        let roster = match self.deps.store.roster(account.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "Roster load failed at sign-in");
+                self.error(ErrorCode::DatabaseError, Some(tr));
+                return Err(Close::Refused);
+            }
+        };
+        tracing::Span::current().record("user", account.email.as_str());
+        let bus = self.deps.bus.clone();
+        let session = bus
+            .attach(&account.email, self.inbox_tx.clone(), self.overflow.clone())
+            .await;
+        bus.send(&account.email, UserEvent::SignedInElsewhere { session })
+            .await;
+        let watch: Vec<Email> = roster
+            .on_list(List::Forward)
+            .map(|c| c.email.clone())
+            .collect();
+        bus.watch(session, &watch).await;
+        let watched = roster
+            .on_list(List::Forward)
+            .map(|c| {
+                (
+                    c.email.clone(),
+                    Watched {
+                        view: c.peer,
+                        presence: None,
+                        shown: None,
+                    },
+                )
+            })
+            .collect();
+        let ticket = self.deps.tickets.issue_passport(account.id, &account.email);
+        let d = self.dialect();
+        self.send(reply::usr_ok(
+            d,
+            tr,
+            account.email.as_str(),
+            &roster.friendly_name,
+        ));
+        if d >= 11 {
+            self.send(Frame::new(b"SBS").arg(0).arg("null"));
+        }
+        if d >= 5 {
+            let login_time = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let ip = self.peer.ip().to_string();
+            self.send(reply::profile(
+                d,
+                &reply::Profile {
+                    login_time,
+                    member_id: account.id.0,
+                    ticket: &ticket,
+                    client_ip: &ip,
+                    client_port: self.peer.port(),
+                },
+            ));
+        }
+        info!(dialect = d, "Signed in");
+        metrics::inc(&metrics::global().ns_logins_total);
+        self.now_online = Some(Online {
+            email: account.email,
+            session,
+            roster,
+            presence: None,
+            personal: None,
+            watched,
+            challenge: None,
+            next_challenge: None,
+            last_activity: Instant::now(),
+        });
+        Ok(())
+    }
+
+    async fn chg(
+        &mut self,
+        tr: TrId,
+        status: &str,
+        caps: Option<String>,
+        msnobj: Option<String>,
+        frame: &Frame,
+    ) -> Flow {
+        let Some(status) = Status::parse(status) else {
+            self.error(ErrorCode::InvalidParameter, Some(tr));
+            return Ok(());
+        };
+        let d = self.dialect();
+        let me = self.me_mut();
+        let first = me.presence.is_none();
+        let presence = Presence {
+            status,
+            friendly_name: me.roster.friendly_name.clone(),
+            caps: caps.unwrap_or_else(|| "0".into()),
+            msnobj,
+            personal: me
+                .presence
+                .as_ref()
+                .and_then(|p| p.personal.clone())
+                .or_else(|| me.personal.clone()),
+            dialect: d,
+        };
+        me.presence = Some(presence.clone());
+        let session = me.session;
+        self.deps
+            .bus
+            .publish_presence(session, Some(presence))
+            .await;
+        // Echo exactly what the client sent.
+        self.send(Frame {
+            verb: frame.verb,
+            args: frame.args.clone(),
+            payload: None,
+        });
+        if first {
+            self.initial_presence(tr).await;
+            if dialect::has_challenges(d) {
+                self.me_mut().next_challenge = Some(Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    /// After the first CHG: ILN for every contact I may see who is online.
+    async fn initial_presence(&mut self, tr: TrId) {
+        let emails: Vec<Email> = self.me().watched.keys().cloned().collect();
+        let current = self.deps.bus.presence(&emails).await;
+        let me = self.me_mut();
+        for (email, p) in current {
+            if let Some(w) = me.watched.get_mut(&email) {
+                w.presence = Some(p);
+            }
+        }
+        let mut emails = emails;
+        emails.sort();
+        for email in emails {
+            self.refresh(&email, Some(tr));
+        }
+    }
+
+    /// Send whatever makes the client's view of `email` match what it should see.
+    fn refresh(&mut self, email: &Email, initial: Option<TrId>) {
+        let d = self.dialect();
+        let me = self.me_mut();
+        if me.presence.is_none() {
+            return; // nothing is shown before the first CHG
+        }
+        let Some(w) = me.watched.get_mut(email) else {
+            return;
+        };
+        let should = w
+            .presence
+            .clone()
+            .filter(|p| p.is_visible() && w.view.lets_me_see());
+        let mut out = Vec::new();
+        match (&w.shown, &should) {
+            (Some(_), None) => out.push(reply::offline(d, email.as_str())),
+            (old, Some(new)) => {
+                let changed = old.as_ref().is_none_or(|o| {
+                    o.status != new.status
+                        || o.friendly_name != new.friendly_name
+                        || o.caps != new.caps
+                        || o.msnobj != new.msnobj
+                });
+                if changed {
+                    let line = reply::PresenceLine {
+                        status: new.status.code(),
+                        email: email.as_str(),
+                        friendly_name: &new.friendly_name,
+                        caps: &new.caps,
+                        msnobj: new.msnobj.as_deref(),
+                    };
+                    out.push(reply::presence(
+                        d,
+                        if old.is_none() { initial } else { None },
+                        &line,
+                    ));
+                }
+                let old_personal = old.as_ref().and_then(|o| o.personal.clone());
+                if d >= 11 && new.personal != old_personal {
+                    if let Some(doc) = &new.personal {
+                        out.push(reply::ubx(d, email.as_str(), doc.clone()));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        w.shown = should;
+        for f in out {
+            self.send(f);
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Flow {
+        let Some(me) = self.now_online.as_mut() else {
+            return Ok(());
+        };
+        match ev {
+            Event::Presence { user, presence } => {
+                if let Some(w) = me.watched.get_mut(&user) {
+                    w.presence = presence;
+                    self.refresh(&user, None);
+                }
+            }
+            Event::User(UserEvent::SignedInElsewhere { session }) => {
+                if session != me.session {
+                    self.send(Frame::new(b"OUT").arg("OTH"));
+                    return Err(Close::Replaced);
+                }
+            }
+            Event::User(UserEvent::PeerViewChanged { peer, view }) => {
+                if let Some(w) = me.watched.get_mut(&peer) {
+                    w.view = view;
+                    self.refresh(&peer, None);
+                }
+            }
+            Event::User(UserEvent::ReverseList {
+                from,
+                friendly_name,
+                added,
+                ..
+            }) => {
+                let owner = me.roster.owner.unwrap_or_default_id();
+                if let Ok(r) = self.deps.store.roster(owner).await {
+                    let version = r.version;
+                    self.me_mut().roster = r;
+                    let d = self.dialect();
+                    let f = match (added, dialect::uses_guids(d)) {
+                        (true, false) => Frame::new(b"ADD")
+                            .arg(0)
+                            .arg("RL")
+                            .arg(version)
+                            .arg(&from)
+                            .arg(text::encode(&friendly_name)),
+                        (true, true) => Frame::new(b"ADC")
+                            .arg(0)
+                            .arg("RL")
+                            .arg(format!("N={from}"))
+                            .arg(format!("F={}", text::encode(&friendly_name))),
+                        (false, false) => {
+                            Frame::new(b"REM").arg(0).arg("RL").arg(version).arg(&from)
+                        }
+                        (false, true) => {
+                            Frame::new(b"REM").arg(0).arg("RL").arg(format!("N={from}"))
+                        }
+                    };
+                    self.send(f);
+                }
+            }
+            Event::User(UserEvent::Ring {
+                session_id,
+                sb_address,
+                inviter,
+                inviter_friendly,
+            }) => {
+                let d = self.dialect();
+                let cookie = self.sb_cookie(session_id, true);
+                self.send(reply::rng(
+                    d,
+                    session_id,
+                    &sb_address,
+                    &cookie,
+                    inviter.as_str(),
+                    &inviter_friendly,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn sb_cookie(&self, sid: u32, answer: bool) -> String {
+        let me = self.me();
+        let (name, caps) = match &me.presence {
+            Some(p) => (p.friendly_name.clone(), p.caps.clone()),
+            None => (me.roster.friendly_name.clone(), "0".into()),
+        };
+        self.deps.tickets.issue_sb(SbClaims {
+            sub: me.email.clone(),
+            name,
+            caps,
+            dialect: self.dialect(),
+            sid,
+            answer,
+            aud: String::new(),
+            exp: 0,
+        })
+    }
+
+    fn xfr(&mut self, tr: TrId, target: &str) -> Flow {
+        if target != "SB" {
+            self.error(ErrorCode::InvalidParameter, Some(tr));
+            return Ok(());
+        }
+        if self
+            .me()
+            .presence
+            .as_ref()
+            .is_none_or(|p| p.status == Status::Hidden)
+        {
+            self.error(ErrorCode::NotAllowedWhenOffline, Some(tr));
+            return Ok(());
+        }
+        let sid = rand::random::<u32>() & 0x7fff_ffff;
+        let cookie = self.sb_cookie(sid, false);
+        let addr = self.config.sb_address.clone();
+        self.send(reply::xfr_sb(self.dialect(), tr, &addr, &cookie));
+        Ok(())
+    }
+
+    fn challenge(&mut self) -> Flow {
+        let strict = self.config.strict_challenges;
+        let interval = self.config.challenge_interval;
+        let me = self.me_mut();
+        if me.challenge.is_some() && strict {
+            // The previous challenge was never answered.
+            return Err(Close::Refused);
+        }
+        let chl = msnp::auth::new_challenge();
+        me.challenge = Some(chl.clone());
+        me.next_challenge = Some(Instant::now() + interval);
+        self.send(Frame::new(b"CHL").arg(0).arg(chl));
+        Ok(())
+    }
+
+    fn qry(&mut self, tr: TrId, product_id: &str, answer: &[u8]) -> Flow {
+        let d = self.dialect();
+        let strict = self.config.strict_challenges;
+        let Some(chl) = self.me_mut().challenge.take() else {
+            return self.not_expected(Some(tr));
+        };
+        let answer = String::from_utf8_lossy(answer);
+        if msnp::auth::verify_qry(d, &chl, product_id, answer.trim()) {
+            self.send(Frame::new(b"QRY").arg(tr));
+            Ok(())
+        } else {
+            info!(product_id, "Challenge answer wrong");
+            self.error(ErrorCode::ChallengeFailed, Some(tr));
+            if strict { Err(Close::Refused) } else { Ok(()) }
+        }
+    }
+
+    fn group_ref(&self, s: &str) -> Option<GroupRef> {
+        if dialect::uses_guids(self.dialect()) {
+            Uuid::parse_str(s).ok().map(GroupRef::Guid)
+        } else {
+            s.parse().ok().map(GroupRef::Number)
+        }
+    }
+
+    async fn rename(&mut self, tr: TrId, name: &str) -> Result<Option<EditOutcome>, Close> {
+        let out = self
+            .edit(tr, ListOp::SetFriendlyName(name.to_owned()))
+            .await?;
+        if out.is_some() {
+            let me = self.me_mut();
+            me.roster.friendly_name = name.to_owned();
+            let republish = me.presence.as_mut().map(|p| {
+                p.friendly_name = name.to_owned();
+                p.clone()
+            });
+            if let Some(p) = republish {
+                let session = self.me().session;
+                self.deps.bus.publish_presence(session, Some(p)).await;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Apply a list edit; on refusal the error reply is sent and `None` returned. The
+    /// edit is durable before anyone (client or contact) is told.
+    async fn edit(&mut self, tr: TrId, op: ListOp) -> Result<Option<EditOutcome>, Close> {
+        let owner = self.me().roster.owner.unwrap_or_default_id();
+        let out = match self.deps.store.edit(owner, op).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                let code = list_error_code(e, self.dialect());
+                self.error(code, Some(tr));
+                return Ok(None);
+            }
+            Err(e) => {
+                warn!(error = %e, "List edit failed");
+                self.error(ErrorCode::DatabaseError, Some(tr));
+                return Ok(None);
+            }
+        };
+        if let Ok(r) = self.deps.store.roster(owner).await {
+            self.me_mut().roster = r;
+        }
+        let me = self.me();
+        let my_email = me.email.clone();
+        let my_name = me.roster.friendly_name.clone();
+        if let Some((target, added)) = &out.reverse {
+            self.deps
+                .bus
+                .send(
+                    target,
+                    UserEvent::ReverseList {
+                        from: my_email.clone(),
+                        friendly_name: my_name,
+                        added: *added,
+                        version: 0,
+                    },
+                )
+                .await;
+        }
+        for peer in &out.privacy_changed {
+            let me = self.me();
+            let lists = me.roster.contact(peer).map(|c| c.lists).unwrap_or_default();
+            let view = PeerView {
+                privacy: me.roster.privacy,
+                lists_of_me: lists,
+            };
+            self.deps
+                .bus
+                .send(
+                    peer,
+                    UserEvent::PeerViewChanged {
+                        peer: my_email.clone(),
+                        view,
+                    },
+                )
+                .await;
+        }
+        Ok(Some(out))
+    }
+
+    /// After an FL add: start watching and show the contact if visible.
+    async fn watch_contact(&mut self, email: &Email) {
+        let Some(c) = self.me().roster.contact(email).cloned() else {
+            return;
+        };
+        let session = self.me().session;
+        if !self.me().watched.contains_key(email) {
+            self.deps
+                .bus
+                .watch(session, std::slice::from_ref(email))
+                .await;
+            let presence = self
+                .deps
+                .bus
+                .presence(std::slice::from_ref(email))
+                .await
+                .into_iter()
+                .next()
+                .map(|(_, p)| p);
+            self.me_mut().watched.insert(
+                email.clone(),
+                Watched {
+                    view: c.peer,
+                    presence,
+                    shown: None,
+                },
+            );
+        }
+        self.refresh(email, None);
+    }
+
+    async fn unwatch_contact(&mut self, email: &Email) {
+        let session = self.me().session;
+        if self.me_mut().watched.remove(email).is_some() {
+            self.deps
+                .bus
+                .unwatch(session, std::slice::from_ref(email))
+                .await;
+        }
+    }
+
+    async fn add(
+        &mut self,
+        tr: TrId,
+        list: &str,
+        email: &str,
+        friendly: Option<String>,
+        group: Option<u32>,
+    ) -> Flow {
+        if dialect::uses_guids(self.dialect()) {
+            return self.not_expected(Some(tr));
+        }
+        let (Some(l), Ok(target)) = (List::parse(list), Email::parse(email)) else {
+            let code = if List::parse(list).is_none() {
+                ErrorCode::InvalidParameter
+            } else {
+                ErrorCode::InvalidUser
+            };
+            self.error(code, Some(tr));
+            return Ok(());
+        };
+        let op = ListOp::Add {
+            list: l,
+            target: ContactRef::Email(target.clone()),
+            group: group.map(GroupRef::Number),
+        };
+        let Some(out) = self.edit(tr, op).await? else {
+            return Ok(());
+        };
+        let name = friendly.unwrap_or_else(|| target.to_string());
+        let mut f = Frame::new(b"ADD")
+            .arg(tr)
+            .arg(list)
+            .arg(out.version)
+            .arg(&target)
+            .arg(text::encode(&name));
+        if let Some(g) = group {
+            f = f.arg(g);
+        }
+        self.send(f);
+        if l == List::Forward {
+            self.watch_contact(&target).await;
+        }
+        Ok(())
+    }
+
+    async fn adc(
+        &mut self,
+        tr: TrId,
+        list: &str,
+        email: Option<String>,
+        friendly: Option<String>,
+        contact: Option<String>,
+        group: Option<String>,
+    ) -> Flow {
+        if !dialect::uses_guids(self.dialect()) {
+            return self.not_expected(Some(tr));
+        }
+        let Some(l) = List::parse(list) else {
+            self.error(ErrorCode::InvalidParameter, Some(tr));
+            return Ok(());
+        };
+        let target = match (&email, &contact) {
+            (Some(e), _) => match Email::parse(e) {
+                Ok(e) => ContactRef::Email(e),
+                Err(_) => {
+                    self.error(ErrorCode::InvalidUsername, Some(tr));
+                    return Ok(());
+                }
+            },
+            (None, Some(c)) => match Uuid::parse_str(c) {
+                Ok(g) => ContactRef::Guid(g),
+                Err(_) => {
+                    self.error(ErrorCode::InvalidUsername, Some(tr));
+                    return Ok(());
+                }
+            },
+            (None, None) => unreachable!("parser requires N= or C="),
+        };
+        let gref = match &group {
+            Some(g) => match Uuid::parse_str(g) {
+                Ok(u) => Some(GroupRef::Guid(u)),
+                Err(_) => {
+                    self.error(ErrorCode::InvalidGroup, Some(tr));
+                    return Ok(());
+                }
+            },
+            None => None,
+        };
+        let Some(out) = self
+            .edit(
+                tr,
+                ListOp::Add {
+                    list: l,
+                    target,
+                    group: gref,
+                },
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let Some(c) = out.contact else { return Ok(()) };
+        let mut f = Frame::new(b"ADC").arg(tr).arg(list);
+        if let Some(g) = group {
+            f = f.arg(format!("C={}", c.guid)).arg(g);
+        } else if l == List::Forward {
+            let name = friendly.unwrap_or_else(|| c.email.to_string());
+            f = f
+                .arg(format!("N={}", c.email))
+                .arg(format!("F={}", text::encode(&name)))
+                .arg(format!("C={}", c.guid));
+        } else {
+            f = f.arg(format!("N={}", c.email));
+        }
+        self.send(f);
+        if l == List::Forward {
+            self.watch_contact(&c.email).await;
+        }
+        Ok(())
+    }
+
+    async fn rem(&mut self, tr: TrId, list: &str, target: &str, group: Option<String>) -> Flow {
+        let Some(l) = List::parse(list) else {
+            self.error(ErrorCode::InvalidParameter, Some(tr));
+            return Ok(());
+        };
+        let guids = dialect::uses_guids(self.dialect());
+        let tref = if guids && l == List::Forward {
+            Uuid::parse_str(target).ok().map(ContactRef::Guid)
+        } else {
+            Email::parse(target.strip_prefix("N=").unwrap_or(target))
+                .ok()
+                .map(ContactRef::Email)
+        };
+        let Some(tref) = tref else {
+            self.error(
+                if guids {
+                    ErrorCode::InvalidUsername
+                } else {
+                    ErrorCode::InvalidUser
+                },
+                Some(tr),
+            );
+            return Ok(());
+        };
+        let gref = match &group {
+            Some(g) => match self.group_ref(g) {
+                Some(r) => Some(r),
+                None => {
+                    self.error(ErrorCode::InvalidGroup, Some(tr));
+                    return Ok(());
+                }
+            },
+            None => None,
+        };
+        let Some(out) = self
+            .edit(
+                tr,
+                ListOp::Remove {
+                    list: l,
+                    target: tref,
+                    group: gref,
+                },
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut f = Frame::new(b"REM").arg(tr).arg(list);
+        if !guids {
+            f = f.arg(out.version);
+        }
+        f = f.arg(target);
+        if let Some(g) = group {
+            f = f.arg(g);
+        }
+        self.send(f);
+        if l == List::Forward
+            && gref.is_none()
+            && let Some(c) = &out.contact
+        {
+            self.unwatch_contact(&c.email.clone()).await;
+        }
+        Ok(())
+    }
+}
+
+/// `t=…&p=…` → the `t` value (our JWT); a bare token is accepted as is.
+fn passport_token(ticket: &str) -> &str {
+    ticket
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("t="))
+        .unwrap_or(ticket)
+}
+
+/// The one place list refusals become MSNP error codes.
+fn list_error_code(e: ListError, dialect: u8) -> ErrorCode {
+    match e {
+        ListError::InvalidUser if dialect >= 10 => ErrorCode::InvalidUsername,
+        ListError::InvalidUser => ErrorCode::InvalidUser,
+        ListError::AlreadyOnList => ErrorCode::AlreadyOnList,
+        ListError::NotOnList => ErrorCode::NotOnList,
+        ListError::InOppositeList => ErrorCode::InOppositeList,
+        ListError::ListFull => ErrorCode::ListFull,
+        ListError::ServerList | ListError::SelfContact | ListError::InvalidProperty => {
+            ErrorCode::InvalidParameter
+        }
+        ListError::InvalidGroup => ErrorCode::InvalidGroup,
+        ListError::NotInGroup => ErrorCode::NotInGroup,
+        ListError::TooManyGroups => ErrorCode::TooManyGroups,
+        ListError::GroupExists => ErrorCode::GroupNameExists,
+        ListError::GroupNameInvalid => ErrorCode::GroupNameTooLong,
+        ListError::GroupZero => ErrorCode::GroupZero,
+        ListError::InvalidName => ErrorCode::InvalidFriendlyName,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+trait OwnerId {
+    fn unwrap_or_default_id(self) -> butterfly_core::UserId;
+}
+
+impl OwnerId for Option<butterfly_core::UserId> {
+    fn unwrap_or_default_id(self) -> butterfly_core::UserId {
+        self.unwrap_or(butterfly_core::UserId(0))
+    }
+}

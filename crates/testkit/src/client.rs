@@ -1,0 +1,267 @@
+//! A typed MSNP client for tests: real TCP, the protocol crate's own codec in the client
+//! direction, and bounded waits.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use msnp::codec::{Decoded, Direction, Limits, MsnpCodec};
+use msnp::frame::Frame;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::TIMEOUT;
+
+pub struct Client {
+    framed: Framed<TcpStream, MsnpCodec>,
+    next_tr: u32,
+    pub dialect: u8,
+    pub email: String,
+}
+
+/// Build a frame from a line like `"ADD {tr} FL bob@x.com Bob"` (no payload).
+pub fn line(text: &str) -> Frame {
+    let mut it = text.split(' ');
+    let verb = it.next().unwrap_or_default().as_bytes();
+    assert_eq!(verb.len(), 3, "verb of {text:?}");
+    Frame::new(&[verb[0], verb[1], verb[2]]).args(it)
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, dialect: u8) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut codec = MsnpCodec::new(Direction::ServerToClient, Limits::CLIENT);
+        codec.set_dialect(dialect);
+        Client {
+            framed: Framed::new(stream, codec),
+            next_tr: 1,
+            dialect,
+            email: String::new(),
+        }
+    }
+
+    /// The next transaction id.
+    pub fn tr(&mut self) -> u32 {
+        let t = self.next_tr;
+        self.next_tr += 1;
+        t
+    }
+
+    pub async fn send(&mut self, frame: Frame) {
+        self.framed.send(frame).await.expect("send frame");
+    }
+
+    /// Send `VERB tr rest…` with a fresh TrID; returns the TrID.
+    pub async fn cmd(&mut self, verb: &str, rest: &str) -> u32 {
+        let tr = self.tr();
+        let text = if rest.is_empty() {
+            format!("{verb} {tr}")
+        } else {
+            format!("{verb} {tr} {rest}")
+        };
+        self.send(line(&text)).await;
+        tr
+    }
+
+    /// Send `VERB tr rest… len` + payload.
+    pub async fn cmd_payload(&mut self, verb: &str, rest: &str, payload: impl Into<Bytes>) -> u32 {
+        let tr = self.tr();
+        let text = if rest.is_empty() {
+            format!("{verb} {tr}")
+        } else {
+            format!("{verb} {tr} {rest}")
+        };
+        self.send(line(&text).payload(payload)).await;
+        tr
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let s = self.framed.get_mut();
+        s.write_all(bytes).await.expect("write raw");
+        s.flush().await.expect("flush raw");
+    }
+
+    /// The next frame from the server, or None when it closed the connection.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
+            Err(_) => panic!("{}: nothing from the server within {TIMEOUT:?}", self.email),
+            Ok(None) | Ok(Some(Err(_))) => None,
+            Ok(Some(Ok(Decoded::Frame(f)))) => Some(f),
+            Ok(Some(Ok(Decoded::Rejected(r)))) => panic!("server sent a bad frame: {r:?}"),
+        }
+    }
+
+    /// The next frame, which must exist.
+    pub async fn next(&mut self) -> Frame {
+        match self.recv().await {
+            Some(f) => f,
+            None => panic!(
+                "{}: connection closed while a frame was expected",
+                self.email
+            ),
+        }
+    }
+
+    /// The next frame as its command line (and payload length), for exact comparisons.
+    pub async fn next_line(&mut self) -> String {
+        line_of(&self.next().await)
+    }
+
+    /// The next frame must have `verb`.
+    pub async fn expect(&mut self, verb: &str) -> Frame {
+        let f = self.next().await;
+        assert_eq!(
+            f.verb.as_str(),
+            verb,
+            "{}: expected {verb}, got {f:?}",
+            self.email
+        );
+        f
+    }
+
+    /// Skip frames until one matches (bounded by the timeout on each read).
+    pub async fn expect_where(&mut self, what: &str, pred: impl Fn(&Frame) -> bool) -> Frame {
+        for _ in 0..1000 {
+            let f = self.next().await;
+            if pred(&f) {
+                return f;
+            }
+        }
+        panic!("{}: no frame matching {what}", self.email);
+    }
+
+    /// The server must close the connection (possibly after sending some frames, which
+    /// are returned).
+    pub async fn expect_closed(&mut self) -> Vec<Frame> {
+        let mut seen = Vec::new();
+        while let Some(f) = self.recv().await {
+            seen.push(f);
+            assert!(seen.len() < 1000, "server keeps talking instead of closing");
+        }
+        seen
+    }
+
+    /// Round-trip a PNG: every frame the server queued before it arrives first and is
+    /// returned, so a test can assert that nothing (or exactly something) was sent.
+    pub async fn barrier(&mut self) -> Vec<Frame> {
+        self.send(line("PNG")).await;
+        let mut before = Vec::new();
+        loop {
+            let f = self.next().await;
+            if f.verb.as_str() == "QNG" {
+                return before;
+            }
+            before.push(f);
+        }
+    }
+
+    /// VER (+ CVR), USR in the dialect's method, and the post-login lines.
+    pub async fn login(&mut self, http: SocketAddr, email: &str, password: &str) {
+        self.email = email.to_owned();
+        let d = self.dialect;
+        let tr = self.cmd("VER", &format!("MSNP{d} CVR0")).await;
+        assert_eq!(self.next_line().await, format!("VER {tr} MSNP{d} CVR0"));
+        if d >= 8 {
+            let tr = self
+                .cmd(
+                    "CVR",
+                    &format!("0x0409 winnt 5.1 i386 MSNMSGR 7.5.0324 msmsgs {email}"),
+                )
+                .await;
+            self.expect("CVR")
+                .await
+                .tr_id()
+                .filter(|t| *t == tr)
+                .expect("CVR echo");
+            let tr = self.cmd("USR", &format!("TWN I {email}")).await;
+            let policy = self.expect("USR").await;
+            assert_eq!(policy.args[..3], [tr.to_string(), "TWN".into(), "S".into()]);
+            let ticket = passport_login(http, email, password, &policy.args[3])
+                .await
+                .expect("Passport login succeeds");
+            let tr = self.cmd("USR", &format!("TWN S {ticket}")).await;
+            let ok = self.expect("USR").await;
+            assert_eq!(
+                ok.args[..3],
+                [tr.to_string(), "OK".into(), email.to_owned()],
+                "{ok:?}"
+            );
+        } else {
+            let tr = self.cmd("USR", &format!("MD5 I {email}")).await;
+            let salt = self.expect("USR").await;
+            assert_eq!(salt.args[..3], [tr.to_string(), "MD5".into(), "S".into()]);
+            let hash = msnp::auth::md5_login_hash(&salt.args[3], password);
+            let tr = self.cmd("USR", &format!("MD5 S {hash}")).await;
+            let ok = self.expect("USR").await;
+            assert_eq!(
+                ok.args[..3],
+                [tr.to_string(), "OK".into(), email.to_owned()],
+                "{ok:?}"
+            );
+        }
+        if d >= 11 {
+            assert_eq!(self.next_line().await, "SBS 0 null");
+        }
+        if d >= 5 {
+            let profile = self.expect("MSG").await;
+            let body = String::from_utf8_lossy(profile.payload.as_deref().unwrap_or_default())
+                .into_owned();
+            assert!(body.contains("text/x-msmsgsprofile"), "{body}");
+        }
+    }
+
+    /// Close our side.
+    pub async fn close(mut self) {
+        let _ = self.framed.get_mut().shutdown().await;
+    }
+}
+
+/// `verb args… [len]` as it was on the wire, without the line end.
+pub fn line_of(f: &Frame) -> String {
+    let mut s = f.verb.to_string();
+    for a in &f.args {
+        s.push(' ');
+        s.push_str(a);
+    }
+    if let Some(p) = &f.payload {
+        s.push(' ');
+        s.push_str(&p.len().to_string());
+    }
+    s
+}
+
+/// The Passport 1.4 exchange a MSN 6–7.5 client performs: nexus, then login2.srf.
+/// Returns the `from-PP` ticket, or the HTTP status on failure.
+pub async fn passport_login(
+    http: SocketAddr,
+    email: &str,
+    password: &str,
+    policy: &str,
+) -> Result<String, u16> {
+    let nexus = crate::http::get(http, "/rdr/pprdr.asp", &[]).await;
+    let urls = nexus.header("PassportURLs").expect("PassportURLs header");
+    let da_login = urls
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("DALogin="))
+        .expect("DALogin");
+    let path = &da_login[da_login.find('/').expect("DALogin path")..];
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let auth = format!(
+        "Passport1.4 OrgVerb=GET,OrgURL=http%3A%2F%2Fmessenger%2Emsn%2Ecom,sign-in={},pwd={},{policy}",
+        enc(email),
+        enc(password)
+    );
+    let resp = crate::http::get(http, path, &[("Authorization", &auth)]).await;
+    if resp.status != 200 {
+        return Err(resp.status);
+    }
+    let info = resp
+        .header("Authentication-Info")
+        .expect("Authentication-Info header");
+    let start = info.find("from-PP='").expect("from-PP") + "from-PP='".len();
+    let end = start + info[start..].find('\'').expect("closing quote");
+    Ok(info[start..end].to_owned())
+}

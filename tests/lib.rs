@@ -1,0 +1,1 @@
+//! Black-box tests live in the `[[test]]` targets of this package.
