@@ -823,7 +823,7 @@ impl Session {
         if first {
             self.initial_presence(tr).await;
             if dialect::has_challenges(d) {
-                self.me_mut().next_challenge = Some(Instant::now());
+                return self.challenge();
             }
         }
         Ok(())
