@@ -213,15 +213,20 @@ impl Session {
         if self.framed.write_buffer().len() > MAX_WRITE_BUFFER {
             return Err(Close::SlowConsumer);
         }
-        match tokio::time::timeout(
+        // A client that does not read blocks this flush; its queue then overflows and
+        // the bus cancels `overflow`, which ends the wait before the write timeout.
+        let overflow = self.overflow.clone();
+        let flush = tokio::time::timeout(
             self.config.write_timeout,
             futures::SinkExt::<&Frame>::flush(&mut self.framed),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Close::Io),
-            Err(_) => Err(Close::SlowConsumer),
+        );
+        tokio::select! {
+            r = flush => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Close::Io),
+                Err(_) => Err(Close::SlowConsumer),
+            },
+            _ = overflow.cancelled() => Err(Close::SlowConsumer),
         }
     }
 
@@ -261,6 +266,11 @@ impl Session {
         };
         let online = self.now_online.is_some();
         match cmd {
+            NsCommand::Unknown { tr, verb } => {
+                debug!(%verb, "Unknown command");
+                self.error(ErrorCode::Syntax, tr);
+                self.count_error()
+            }
             NsCommand::Ver { tr, versions } => self.ver(tr, versions),
             NsCommand::Png => {
                 let secs = self.config.ping_interval.as_secs();
@@ -582,11 +592,6 @@ impl Session {
             }
             NsCommand::Disabled { tr, .. } => {
                 self.error(ErrorCode::CommandDisabled, Some(tr));
-                Ok(())
-            }
-            NsCommand::Unknown { tr, verb } => {
-                debug!(%verb, "Unknown command");
-                self.error(ErrorCode::Syntax, tr);
                 Ok(())
             }
         }

@@ -232,7 +232,8 @@ impl Conn {
                     }
                 },
             };
-            if step.is_err() || self.flush().await.is_err() {
+            // Flush first: a refusal's error line goes out before the close.
+            if self.flush().await.is_err() || step.is_err() {
                 return;
             }
         }
