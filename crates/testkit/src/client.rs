@@ -18,6 +18,8 @@ pub struct Client {
     next_tr: u32,
     pub dialect: u8,
     pub email: String,
+    /// How long one read may wait (tests on virtual time raise it).
+    pub timeout: std::time::Duration,
 }
 
 /// Build a frame from a line like `"ADD {tr} FL bob@x.com Bob"` (no payload).
@@ -38,6 +40,7 @@ impl Client {
             next_tr: 1,
             dialect,
             email: String::new(),
+            timeout: TIMEOUT,
         }
     }
 
@@ -84,8 +87,8 @@ impl Client {
 
     /// The next frame from the server, or None when it closed the connection.
     pub async fn recv(&mut self) -> Option<Frame> {
-        match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
-            Err(_) => panic!("{}: nothing from the server within {TIMEOUT:?}", self.email),
+        match tokio::time::timeout(self.timeout, self.framed.next()).await {
+            Err(_) => panic!("{}: nothing from the server within {:?}", self.email, self.timeout),
             Ok(None) | Ok(Some(Err(_))) => None,
             Ok(Some(Ok(Decoded::Frame(f)))) => Some(f),
             Ok(Some(Ok(Decoded::Rejected(r)))) => panic!("server sent a bad frame: {r:?}"),
