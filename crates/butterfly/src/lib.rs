@@ -190,8 +190,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     ));
 
     let passport = butterfly_passport::router(
+        // Clients reach login2.srf over HTTPS on port 443 (they prepend https:// to
+        // DALogin), through the deployment's TLS terminator in front of this listener.
         butterfly_passport::Config {
-            public_host: format!("{public_host}:{}", http.port()),
+            public_host: public_host.clone(),
         },
         butterfly_passport::Deps {
             store: dyn_store,
