@@ -38,8 +38,14 @@ async fn concurrent_list_edits_lose_nothing() {
                     c.cmd("ADD", &format!("FL {} U", user(j))).await
                 };
                 // RL notices from others may arrive in between: skip them.
-                let reply = c.expect_where("the ADD/ADC reply", |f| f.tr_id() == Some(tr)).await;
-                assert!(matches!(reply.verb.as_str(), "ADD" | "ADC"), "{}", line_of(&reply));
+                let reply = c
+                    .expect_where("the ADD/ADC reply", |f| f.tr_id() == Some(tr))
+                    .await;
+                assert!(
+                    matches!(reply.verb.as_str(), "ADD" | "ADC"),
+                    "{}",
+                    line_of(&reply)
+                );
                 acked.push((j, List::Forward));
                 if j >= ONLINE {
                     let tr = if d >= 10 {
@@ -47,8 +53,14 @@ async fn concurrent_list_edits_lose_nothing() {
                     } else {
                         c.cmd("ADD", &format!("AL {} U", user(j))).await
                     };
-                    let reply = c.expect_where("the AL reply", |f| f.tr_id() == Some(tr)).await;
-                    assert!(matches!(reply.verb.as_str(), "ADD" | "ADC"), "{}", line_of(&reply));
+                    let reply = c
+                        .expect_where("the AL reply", |f| f.tr_id() == Some(tr))
+                        .await;
+                    assert!(
+                        matches!(reply.verb.as_str(), "ADD" | "ADC"),
+                        "{}",
+                        line_of(&reply)
+                    );
                     acked.push((j, List::Allow));
                 }
             }
@@ -58,7 +70,15 @@ async fn concurrent_list_edits_lose_nothing() {
                     // MSNP10+ removes FL entries by contact GUID: look it up from a sync.
                     let guid = cluster
                         .store()
-                        .roster(cluster.store().account_by_email(&Email::parse(&user(i)).unwrap()).await.unwrap().unwrap().id)
+                        .roster(
+                            cluster
+                                .store()
+                                .account_by_email(&Email::parse(&user(i)).unwrap())
+                                .await
+                                .unwrap()
+                                .unwrap()
+                                .id,
+                        )
                         .await
                         .unwrap()
                         .contact(&Email::parse(&user(j)).unwrap())
@@ -68,7 +88,9 @@ async fn concurrent_list_edits_lose_nothing() {
                 } else {
                     c.cmd("REM", &format!("FL {}", user(j))).await
                 };
-                let reply = c.expect_where("the REM reply", |f| f.tr_id() == Some(tr)).await;
+                let reply = c
+                    .expect_where("the REM reply", |f| f.tr_id() == Some(tr))
+                    .await;
                 assert_eq!(reply.verb.as_str(), "REM", "{}", line_of(&reply));
                 removed.insert(j);
             }
@@ -82,7 +104,14 @@ async fn concurrent_list_edits_lose_nothing() {
 
     // Everything acknowledged is stored, and FL and RL agree everywhere.
     let store = cluster.store();
-    let id = |i: usize| async move { store.account_by_email(&Email::parse(&user(i)).unwrap()).await.unwrap().unwrap().id };
+    let id = |i: usize| async move {
+        store
+            .account_by_email(&Email::parse(&user(i)).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    };
     for (i, acked, removed) in &expected {
         let roster = store.roster(id(*i).await).await.unwrap();
         for (j, list) in acked {
@@ -97,9 +126,13 @@ async fn concurrent_list_edits_lose_nothing() {
         for b in (0..ONLINE + OFFLINE).filter(|b| *b != a) {
             let ea = Email::parse(&user(a)).unwrap();
             let eb = Email::parse(&user(b)).unwrap();
-            let a_has_b = ra.contact(&eb).is_some_and(|c| c.lists.contains(List::Forward));
+            let a_has_b = ra
+                .contact(&eb)
+                .is_some_and(|c| c.lists.contains(List::Forward));
             let rb = store.roster(id(b).await).await.unwrap();
-            let b_rl_a = rb.contact(&ea).is_some_and(|c| c.lists.contains(List::Reverse));
+            let b_rl_a = rb
+                .contact(&ea)
+                .is_some_and(|c| c.lists.contains(List::Reverse));
             assert_eq!(a_has_b, b_rl_a, "{} FL {} vs RL", user(a), user(b));
         }
     }
@@ -108,6 +141,10 @@ async fn concurrent_list_edits_lose_nothing() {
         let r = store.roster(id(j).await).await.unwrap();
         let expect = if j % 3 == 0 { 0 } else { ONLINE };
         assert_eq!(r.on_list(List::Reverse).count(), expect, "{}", user(j));
-        assert_eq!(r.on_list(List::Allow).count(), 0, "AL is the adder's list, not the target's");
+        assert_eq!(
+            r.on_list(List::Allow).count(),
+            0,
+            "AL is the adder's list, not the target's"
+        );
     }
 }

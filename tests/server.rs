@@ -12,10 +12,36 @@ async fn shutdown_sends_out_ssd_to_every_client() {
     let mut waiting = cluster.connect(12).await; // connected, not signed in
     waiting.cmd("VER", "MSNP12").await;
     waiting.expect("VER").await;
-    assert!(cluster.shutdown().await, "every connection closed before the deadline");
-    assert_eq!(alice.expect_closed().await.iter().map(line_of).collect::<Vec<_>>(), ["OUT SSD"]);
-    assert_eq!(bob.expect_closed().await.iter().map(line_of).collect::<Vec<_>>(), ["OUT SSD"]);
-    assert_eq!(waiting.expect_closed().await.iter().map(line_of).collect::<Vec<_>>(), ["OUT SSD"]);
+    assert!(
+        cluster.shutdown().await,
+        "every connection closed before the deadline"
+    );
+    assert_eq!(
+        alice
+            .expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        ["OUT SSD"]
+    );
+    assert_eq!(
+        bob.expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        ["OUT SSD"]
+    );
+    assert_eq!(
+        waiting
+            .expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        ["OUT SSD"]
+    );
 }
 
 #[tokio::test]
@@ -26,7 +52,10 @@ async fn admin_endpoints() {
     let live = http::get(cluster.admin_addr(), "/livez", &[]).await;
     assert_eq!(live.status, 200);
     let ready = http::get(cluster.admin_addr(), "/readyz", &[]).await;
-    assert_eq!((ready.status, ready.body.as_slice()), (200, &b"ready\n"[..]));
+    assert_eq!(
+        (ready.status, ready.body.as_slice()),
+        (200, &b"ready\n"[..])
+    );
     let metrics = http::get(cluster.admin_addr(), "/metrics", &[]).await;
     let text = String::from_utf8(metrics.body).unwrap();
     let logins: u64 = text
@@ -69,7 +98,10 @@ async fn idle_connection_and_unanswered_challenge_both_close() {
     cluster.add_user("bob@example.com", "b", "Bob").await;
     let mut alice = cluster.login(9, "alice@example.com", "a").await;
     let tr = alice.cmd("ADD", "FL bob@example.com Bob").await;
-    assert_eq!(alice.next_line().await, format!("ADD {tr} FL 1 bob@example.com Bob"));
+    assert_eq!(
+        alice.next_line().await,
+        format!("ADD {tr} FL 1 bob@example.com Bob")
+    );
     let mut bob = cluster.login(9, "bob@example.com", "b").await;
     let tr = bob.cmd("CHG", "NLN 0 0").await;
     assert_eq!(bob.next_line().await, format!("CHG {tr} NLN 0 0"));
@@ -81,7 +113,10 @@ async fn idle_connection_and_unanswered_challenge_both_close() {
     // past the next challenge too, which also closes him.
     assert!(alice.expect_closed().await.is_empty());
     let closed = bob.expect_closed().await;
-    assert!(closed.iter().all(|f| f.verb.as_str() != "OUT"), "{closed:?}");
+    assert!(
+        closed.iter().all(|f| f.verb.as_str() != "OUT"),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test]
@@ -94,8 +129,18 @@ async fn wrong_challenge_answer_is_540_and_close() {
     let chl = alice.expect("CHL").await;
     // The MSNP6–10 answer under MSNP11 is wrong.
     let wrong = msnp::auth::challenge_response_md5(&chl.args[1], "Q1P7W2E4J9R8U3S5");
-    let tr = alice.cmd_payload("QRY", "PROD0090YUAUV{2B", wrong.into_bytes()).await;
-    assert_eq!(alice.expect_closed().await.iter().map(line_of).collect::<Vec<_>>(), [format!("540 {tr}")]);
+    let tr = alice
+        .cmd_payload("QRY", "PROD0090YUAUV{2B", wrong.into_bytes())
+        .await;
+    assert_eq!(
+        alice
+            .expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        [format!("540 {tr}")]
+    );
 }
 
 #[tokio::test]
@@ -104,18 +149,38 @@ async fn right_challenge_answers_per_dialect() {
     cluster.add_user("alice@example.com", "a", "Alice").await;
     for d in [6u8, 8, 10, 11, 12] {
         let mut c = cluster.login(d, "alice@example.com", "a").await;
-        let caps = if d >= 9 { " 0 0" } else if d == 8 { " 0" } else { "" };
+        let caps = if d >= 9 {
+            " 0 0"
+        } else if d == 8 {
+            " 0"
+        } else {
+            ""
+        };
         c.cmd("CHG", &format!("NLN{caps}")).await;
         c.expect("CHG").await;
         let chl = c.expect("CHL").await;
         assert_eq!(chl.args[0], "0");
         let (id, answer) = if d >= 11 {
-            ("PROD0101{0RM?UBW", msnp::auth::challenge_response_v11(&chl.args[1], "PROD0101{0RM?UBW", "CFHUR$52U_{VIX5T"))
+            (
+                "PROD0101{0RM?UBW",
+                msnp::auth::challenge_response_v11(
+                    &chl.args[1],
+                    "PROD0101{0RM?UBW",
+                    "CFHUR$52U_{VIX5T",
+                ),
+            )
         } else {
-            ("PROD0038W!61ZTF9", msnp::auth::challenge_response_md5(&chl.args[1], "VT6PX?UQTM4WM%YR"))
+            (
+                "PROD0038W!61ZTF9",
+                msnp::auth::challenge_response_md5(&chl.args[1], "VT6PX?UQTM4WM%YR"),
+            )
         };
         let id = if d < 8 { "msmsgs@msnmsgr.com" } else { id };
-        let answer = if d < 8 { msnp::auth::challenge_response_md5(&chl.args[1], "Q1P7W2E4J9R8U3S5") } else { answer };
+        let answer = if d < 8 {
+            msnp::auth::challenge_response_md5(&chl.args[1], "Q1P7W2E4J9R8U3S5")
+        } else {
+            answer
+        };
         let tr = c.cmd_payload("QRY", id, answer.into_bytes()).await;
         assert_eq!(c.next_line().await, format!("QRY {tr}"), "MSNP{d}");
         // Alice signing in again replaces this session.
@@ -139,14 +204,31 @@ async fn switchboard_cookie_is_bound_to_its_user_and_session() {
     // Bob cannot use Alice's cookie.
     let mut sb = Client::connect(cluster.sb_addr(), 12).await;
     sb.cmd("USR", &format!("bob@example.com {cookie}")).await;
-    assert_eq!(sb.expect_closed().await.iter().map(line_of).collect::<Vec<_>>(), ["911 1"]);
+    assert_eq!(
+        sb.expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        ["911 1"]
+    );
     // Alice can, once; a second session with the same cookie is refused.
     let mut sb = Client::connect(cluster.sb_addr(), 12).await;
     sb.cmd("USR", &format!("alice@example.com {cookie}")).await;
     assert_eq!(sb.next_line().await, "USR 1 OK alice@example.com Alice");
     let mut again = Client::connect(cluster.sb_addr(), 12).await;
-    again.cmd("USR", &format!("alice@example.com {cookie}")).await;
-    assert_eq!(again.expect_closed().await.iter().map(line_of).collect::<Vec<_>>(), ["911 1"]);
+    again
+        .cmd("USR", &format!("alice@example.com {cookie}"))
+        .await;
+    assert_eq!(
+        again
+            .expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        ["911 1"]
+    );
     // Calling someone who is offline.
     sb.cmd("CAL", "bob@example.com").await;
     assert_eq!(sb.next_line().await, "217 2");
