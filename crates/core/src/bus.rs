@@ -36,12 +36,11 @@ pub enum UserEvent {
     /// with `OUT OTH`.
     SignedInElsewhere { session: SessionId },
     /// `from` added me to (or removed me from) their forward list, so my reverse list
-    /// changed; `version` is my list version after the change.
+    /// changed (the receiver reads its new list version from the store).
     ReverseList {
         from: Email,
         friendly_name: String,
         added: bool,
-        version: u64,
     },
     /// `peer` changed how they treat me (AL/BL/BLP); re-decide whether I see them.
     PeerViewChanged { peer: Email, view: PeerView },

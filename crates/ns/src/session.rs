@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use butterfly_core::account::{Account, Email};
+use butterfly_core::account::{Account, Email, UserId};
 use butterfly_core::bus::{Event, SESSION_QUEUE, SessionId, UserEvent};
 use butterfly_core::lists::{
     ContactRef, EditOutcome, GroupRef, Gtc, List, ListError, ListOp, PeerView, Privacy, Roster,
@@ -112,6 +112,7 @@ struct Watched {
 }
 
 struct Online {
+    id: UserId,
     email: Email,
     session: SessionId,
     roster: Roster,
@@ -313,11 +314,7 @@ impl Session {
             }
             _ if !online => self.not_expected(frame.tr_id()),
             NsCommand::Syn { tr, .. } => {
-                let roster = self
-                    .deps
-                    .store
-                    .roster(self.me().roster.owner.unwrap_or_default_id())
-                    .await;
+                let roster = self.deps.store.roster(self.me().id).await;
                 match roster {
                     Ok(r) => {
                         for f in sync::syn(self.dialect(), tr, &r) {
@@ -683,12 +680,7 @@ impl Session {
                     Ok(c) if c.sub == email => c,
                     _ => return self.auth_failed(tr),
                 };
-                match self
-                    .deps
-                    .store
-                    .account_by_id(butterfly_core::UserId(claims.uid))
-                    .await
-                {
+                match self.deps.store.account_by_id(UserId(claims.uid)).await {
                     Ok(Some(a)) if a.email == email => self.signed_in(tr, a).await,
                     _ => self.auth_failed(tr),
                 }
@@ -773,6 +765,7 @@ impl Session {
         info!(dialect = d, "Signed in");
         metrics::inc(&metrics::global().ns_logins_total);
         self.now_online = Some(Online {
+            id: account.id,
             email: account.email,
             session,
             roster,
@@ -890,10 +883,11 @@ impl Session {
                     ));
                 }
                 let old_personal = old.as_ref().and_then(|o| o.personal.clone());
-                if d >= 11 && new.personal != old_personal {
-                    if let Some(doc) = &new.personal {
-                        out.push(reply::ubx(d, email.as_str(), doc.clone()));
-                    }
+                if d >= 11
+                    && new.personal != old_personal
+                    && let Some(doc) = &new.personal
+                {
+                    out.push(reply::ubx(d, email.as_str(), doc.clone()));
                 }
             }
             (None, None) => {}
@@ -933,7 +927,7 @@ impl Session {
                 added,
                 ..
             }) => {
-                let owner = me.roster.owner.unwrap_or_default_id();
+                let owner = me.id;
                 if let Ok(r) = self.deps.store.roster(owner).await {
                     let version = r.version;
                     self.me_mut().roster = r;
@@ -1082,7 +1076,7 @@ impl Session {
     /// Apply a list edit; on refusal the error reply is sent and `None` returned. The
     /// edit is durable before anyone (client or contact) is told.
     async fn edit(&mut self, tr: TrId, op: ListOp) -> Result<Option<EditOutcome>, Close> {
-        let owner = self.me().roster.owner.unwrap_or_default_id();
+        let owner = self.me().id;
         let out = match self.deps.store.edit(owner, op).await {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => {
@@ -1111,7 +1105,6 @@ impl Session {
                         from: my_email.clone(),
                         friendly_name: my_name,
                         added: *added,
-                        version: 0,
                     },
                 )
                 .await;
@@ -1399,15 +1392,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-trait OwnerId {
-    fn unwrap_or_default_id(self) -> butterfly_core::UserId;
-}
-
-impl OwnerId for Option<butterfly_core::UserId> {
-    fn unwrap_or_default_id(self) -> butterfly_core::UserId {
-        self.unwrap_or(butterfly_core::UserId(0))
     }
 }
