@@ -9,7 +9,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_butterfly"));
     // Cheap hashing keeps the test fast; the flags are what a user would pass.
-    c.env_remove("BUTTERFLY_DATA_DIR").env("BUTTERFLY_ARGON2_MEMORY_KIB", "64").env("BUTTERFLY_ARGON2_ITERATIONS", "1");
+    c.env_remove("BUTTERFLY_DATA_DIR")
+        .env("BUTTERFLY_ARGON2_MEMORY_KIB", "64")
+        .env("BUTTERFLY_ARGON2_ITERATIONS", "1");
     c
 }
 
@@ -39,24 +41,86 @@ fn dir_arg(d: &Path) -> String {
 fn user_commands_with_data_dir_before_or_after_the_subcommand() {
     let d = temp_dir("user");
     let dir = dir_arg(&d);
-    let o = run(&["--data-dir", &dir, "user", "add", "alice@example.com", "--password", "pw", "--name", "Alice A"]);
+    let o = run(&[
+        "--data-dir",
+        &dir,
+        "user",
+        "add",
+        "alice@example.com",
+        "--password",
+        "pw",
+        "--name",
+        "Alice A",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with("added alice@example.com"), "{}", stdout(&o));
-    let o = run(&["user", "add", "Bob@Example.com", "--password", "pw", "--legacy-md5", "--data-dir", &dir]);
+    assert!(
+        stdout(&o).starts_with("added alice@example.com"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&[
+        "user",
+        "add",
+        "Bob@Example.com",
+        "--password",
+        "pw",
+        "--legacy-md5",
+        "--data-dir",
+        &dir,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Duplicates and bad names are refused with a clear message and a failing status.
-    let o = run(&["user", "add", "alice@example.com", "--password", "x", "--data-dir", &dir]);
+    let o = run(&[
+        "user",
+        "add",
+        "alice@example.com",
+        "--password",
+        "x",
+        "--data-dir",
+        &dir,
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
-    let o = run(&["user", "add", "not-an-email", "--password", "x", "--data-dir", &dir]);
+    let o = run(&[
+        "user",
+        "add",
+        "not-an-email",
+        "--password",
+        "x",
+        "--data-dir",
+        &dir,
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("not a valid sign-in name"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a valid sign-in name"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = run(&["user", "list", "--data-dir", &dir]);
-    assert_eq!(stdout(&o), "alice@example.com\tAlice A\nbob@example.com\tbob@example.com  legacy-md5\n");
-    let o = run(&["--data-dir", &dir, "user", "passwd", "alice@example.com", "--password", "new"]);
+    assert_eq!(
+        stdout(&o),
+        "alice@example.com\tAlice A\nbob@example.com\tbob@example.com  legacy-md5\n"
+    );
+    let o = run(&[
+        "--data-dir",
+        &dir,
+        "user",
+        "passwd",
+        "alice@example.com",
+        "--password",
+        "new",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(&["--data-dir", &dir, "user", "passwd", "nobody@example.com", "--password", "new"]);
+    let o = run(&[
+        "--data-dir",
+        &dir,
+        "user",
+        "passwd",
+        "nobody@example.com",
+        "--password",
+        "new",
+    ]);
     assert!(!o.status.success());
     let o = run(&["user", "delete", "bob@example.com", "--data-dir", &dir]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -70,7 +134,11 @@ fn user_commands_with_data_dir_before_or_after_the_subcommand() {
 #[test]
 fn environment_variables_work_like_flags() {
     let d = temp_dir("env");
-    let o = bin().env("BUTTERFLY_DATA_DIR", &d).args(["user", "add", "carol@example.com", "--password", "pw"]).output().unwrap();
+    let o = bin()
+        .env("BUTTERFLY_DATA_DIR", &d)
+        .args(["user", "add", "carol@example.com", "--password", "pw"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(d.join("butterfly.db").exists());
     std::fs::remove_dir_all(&d).unwrap();
@@ -80,7 +148,15 @@ fn environment_variables_work_like_flags() {
 fn postgres_and_redis_urls_are_refused_clearly_for_now() {
     let d = temp_dir("urls");
     let dir = dir_arg(&d);
-    let o = run(&["serve", "--data-dir", &dir, "--redis-url", "redis://127.0.0.1", "--ns-listen", "127.0.0.1:0"]);
+    let o = run(&[
+        "serve",
+        "--data-dir",
+        &dir,
+        "--redis-url",
+        "redis://127.0.0.1",
+        "--ns-listen",
+        "127.0.0.1:0",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("distributed mode"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&d);
@@ -92,11 +168,29 @@ fn postgres_and_redis_urls_are_refused_clearly_for_now() {
 async fn serve_prints_listeners_and_drains_on_sigterm() {
     let d = temp_dir("serve");
     let dir = dir_arg(&d);
-    let o = run(&["user", "add", "alice@example.com", "--password", "pw", "--legacy-md5", "--data-dir", &dir]);
+    let o = run(&[
+        "user",
+        "add",
+        "alice@example.com",
+        "--password",
+        "pw",
+        "--legacy-md5",
+        "--data-dir",
+        &dir,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut child = tokio::process::Command::from(bin())
         .args(["serve", "--data-dir", &dir])
-        .args(["--ns-listen", "127.0.0.1:0", "--sb-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "--ns-listen",
+            "127.0.0.1:0",
+            "--sb-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -105,9 +199,18 @@ async fn serve_prints_listeners_and_drains_on_sigterm() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut addrs = std::collections::HashMap::new();
     for _ in 0..4 {
-        let l = tokio::time::timeout(butterfly_testkit::TIMEOUT, lines.next_line()).await.expect("listening line in time").unwrap().unwrap();
-        let (role, addr) = l.split_once(" listening on ").unwrap_or_else(|| panic!("unexpected line {l:?}"));
-        addrs.insert(role.to_owned(), addr.parse::<std::net::SocketAddr>().unwrap());
+        let l = tokio::time::timeout(butterfly_testkit::TIMEOUT, lines.next_line())
+            .await
+            .expect("listening line in time")
+            .unwrap()
+            .unwrap();
+        let (role, addr) = l
+            .split_once(" listening on ")
+            .unwrap_or_else(|| panic!("unexpected line {l:?}"));
+        addrs.insert(
+            role.to_owned(),
+            addr.parse::<std::net::SocketAddr>().unwrap(),
+        );
     }
     assert_eq!(addrs.len(), 4, "{addrs:?}");
     let mut md5 = Client::connect(addrs["ns"], 7).await;
@@ -115,12 +218,35 @@ async fn serve_prints_listeners_and_drains_on_sigterm() {
     let mut twn = Client::connect(addrs["ns"], 12).await;
     twn.login(addrs["http"], "alice@example.com", "pw").await;
     // The second sign-in replaced the first.
-    assert_eq!(md5.expect_closed().await.iter().map(line_of).collect::<Vec<_>>(), ["OUT OTH"]);
+    assert_eq!(
+        md5.expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        ["OUT OTH"]
+    );
 
     let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert_eq!(twn.expect_closed().await.iter().map(line_of).collect::<Vec<_>>(), ["OUT SSD"]);
-    let status = tokio::time::timeout(butterfly_testkit::TIMEOUT, child.wait()).await.expect("exit in time").unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        twn.expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        ["OUT SSD"]
+    );
+    let status = tokio::time::timeout(butterfly_testkit::TIMEOUT, child.wait())
+        .await
+        .expect("exit in time")
+        .unwrap();
     assert!(status.success(), "{status:?}");
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -88,7 +88,10 @@ impl Client {
     /// The next frame from the server, or None when it closed the connection.
     pub async fn recv(&mut self) -> Option<Frame> {
         match tokio::time::timeout(self.timeout, self.framed.next()).await {
-            Err(_) => panic!("{}: nothing from the server within {:?}", self.email, self.timeout),
+            Err(_) => panic!(
+                "{}: nothing from the server within {:?}",
+                self.email, self.timeout
+            ),
             Ok(None) | Ok(Some(Err(_))) => None,
             Ok(Some(Ok(Decoded::Frame(f)))) => Some(f),
             Ok(Some(Ok(Decoded::Rejected(r)))) => panic!("server sent a bad frame: {r:?}"),
