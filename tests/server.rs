@@ -239,3 +239,38 @@ async fn switchboard_cookie_is_bound_to_its_user_and_session() {
     assert_eq!(alice.next_line().await, format!("913 {tr2}"));
     assert!(tr2 > tr);
 }
+
+#[tokio::test]
+async fn payload_limits_are_configurable() {
+    let cluster = TestCluster::start_with(|s| {
+        s.ns_limits.max_payload = 100;
+        s.sb_limits.max_payload = 64;
+    })
+    .await;
+    cluster.add_user("alice@example.com", "a", "Alice").await;
+    let mut alice = cluster.login(12, "alice@example.com", "a").await;
+    let tr = alice.cmd_payload("UUX", "", vec![b'x'; 101]).await;
+    assert_eq!(alice.next_line().await, format!("200 {tr}"));
+    let tr = alice
+        .cmd_payload("UUX", "", b"<Data><PSM>fits</PSM></Data>".to_vec())
+        .await;
+    assert_eq!(alice.next_line().await, format!("UUX {tr} 0"));
+    alice.cmd("CHG", "NLN 0 0").await;
+    alice.expect("CHG").await;
+    alice.expect("CHL").await;
+    let tr = alice.cmd("XFR", "SB").await;
+    let xfr = alice.expect_where("XFR", |f| f.tr_id() == Some(tr)).await;
+    let mut sb = Client::connect(cluster.sb_addr(), 12).await;
+    sb.cmd("USR", &format!("alice@example.com {}", xfr.args[4]))
+        .await;
+    sb.expect("USR").await;
+    sb.cmd_payload("MSG", "A", vec![b'x'; 65]).await;
+    assert_eq!(
+        sb.expect_closed()
+            .await
+            .iter()
+            .map(line_of)
+            .collect::<Vec<_>>(),
+        ["200 2"]
+    );
+}

@@ -159,6 +159,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let ns_config = butterfly_ns::Config {
         sb_address: format!("{public_host}:{}", sb.port()),
         strict_challenges: settings.strict_challenges,
+        limits: settings.ns_limits,
         ..butterfly_ns::Config::default()
     };
     let ns_deps = butterfly_ns::Deps {
@@ -175,6 +176,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
 
     let sb_config = butterfly_switchboard::Config {
         public_address: format!("{public_host}:{}", sb.port()),
+        limits: settings.sb_limits,
         ..butterfly_switchboard::Config::default()
     };
     let sb_deps = butterfly_switchboard::Deps {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use butterfly_core::account::PasswordCost;
 use clap::Args;
+use msnp::codec::Limits;
 use serde::Deserialize;
 
 /// Options shared by every command (`serve`, `user`, `migrate`); accepted before or after
@@ -65,6 +66,15 @@ pub struct ServeArgs {
     /// Seconds to wait for connections to close on shutdown.
     #[arg(long, env = "BUTTERFLY_DRAIN_SECONDS")]
     pub drain_seconds: Option<u64>,
+    /// Longest accepted command line, in bytes (NS and switchboard).
+    #[arg(long, env = "BUTTERFLY_MAX_LINE_BYTES")]
+    pub max_line_bytes: Option<usize>,
+    /// Largest notification-server payload (UUX, QRY, …), in bytes.
+    #[arg(long, env = "BUTTERFLY_NS_MAX_PAYLOAD_BYTES")]
+    pub ns_max_payload_bytes: Option<usize>,
+    /// Largest switchboard message, in bytes (the official server allowed 1664).
+    #[arg(long, env = "BUTTERFLY_SB_MAX_PAYLOAD_BYTES")]
+    pub sb_max_payload_bytes: Option<usize>,
 }
 
 /// The same settings as a TOML file may give them.
@@ -85,6 +95,9 @@ struct FileSettings {
     ticket_secret: Option<String>,
     strict_challenges: Option<bool>,
     drain_seconds: Option<u64>,
+    max_line_bytes: Option<usize>,
+    ns_max_payload_bytes: Option<usize>,
+    sb_max_payload_bytes: Option<usize>,
 }
 
 /// Fully resolved settings.
@@ -103,6 +116,8 @@ pub struct Settings {
     pub ticket_secret: Option<String>,
     pub strict_challenges: bool,
     pub drain_seconds: u64,
+    pub ns_limits: Limits,
+    pub sb_limits: Limits,
 }
 
 impl Settings {
@@ -112,6 +127,12 @@ impl Settings {
             None => FileSettings::default(),
         };
         let defaults = PasswordCost::default();
+        let max_line = serve.max_line_bytes.or(file.max_line_bytes);
+        if max_line.is_some_and(|n| n < 512) {
+            anyhow::bail!(
+                "--max-line-bytes must be at least 512 (a Passport ticket line is ~400 bytes)"
+            );
+        }
         Ok(Settings {
             data_dir: common
                 .data_dir
@@ -167,6 +188,20 @@ impl Settings {
                 .or(file.strict_challenges)
                 .unwrap_or(true),
             drain_seconds: serve.drain_seconds.or(file.drain_seconds).unwrap_or(10),
+            ns_limits: Limits {
+                max_line: max_line.unwrap_or(Limits::NS.max_line),
+                max_payload: serve
+                    .ns_max_payload_bytes
+                    .or(file.ns_max_payload_bytes)
+                    .unwrap_or(Limits::NS.max_payload),
+            },
+            sb_limits: Limits {
+                max_line: max_line.unwrap_or(Limits::SB.max_line),
+                max_payload: serve
+                    .sb_max_payload_bytes
+                    .or(file.sb_max_payload_bytes)
+                    .unwrap_or(Limits::SB.max_payload),
+            },
         })
     }
 
@@ -190,6 +225,8 @@ impl Settings {
             ticket_secret: None,
             strict_challenges: true,
             drain_seconds: 5,
+            ns_limits: Limits::NS,
+            sb_limits: Limits::SB,
         }
     }
 
