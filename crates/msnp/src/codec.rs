@@ -240,6 +240,22 @@ impl MsnpCodec {
     }
 }
 
+/// The rejection for an over-long line, naming its verb and TrID from the line's start.
+/// Only the first `min(16, max_line + 1)` bytes are read: every over-long line has that
+/// many when it is refused, however it arrived, so splits cannot change the answer.
+fn long_line(start: &[u8], max_line: usize) -> Rejection {
+    let n = start.len().min(16).min(max_line + 1);
+    let head = String::from_utf8_lossy(&start[..n]).into_owned();
+    let mut it = head.split(' ');
+    let verb = it.next().and_then(Verb::parse);
+    let tr_id = it.next().and_then(|t| t.parse().ok());
+    Rejection {
+        verb,
+        tr_id,
+        reason: RejectReason::LineTooLong,
+    }
+}
+
 impl Decoder for MsnpCodec {
     type Item = Decoded;
     type Error = DecodeError;
@@ -286,18 +302,17 @@ impl Decoder for MsnpCodec {
                     let Some(nl) = buf[..window].iter().position(|b| *b == b'\n') else {
                         if buf.len() > self.limits.max_line + 1 {
                             // Report now; skip the rest of the line as it arrives.
-                            let head =
-                                String::from_utf8_lossy(&buf[..buf.len().min(16)]).into_owned();
-                            let mut it = head.split(' ');
-                            let verb = it.next().and_then(Verb::parse);
-                            let tr_id = it.next().and_then(|t| t.parse().ok());
-                            buf.clear();
-                            self.state = State::DiscardLine;
-                            return Ok(Some(Decoded::Rejected(Rejection {
-                                verb,
-                                tr_id,
-                                reason: RejectReason::LineTooLong,
-                            })));
+                            let rejection = long_line(buf, self.limits.max_line);
+                            // Drop the long line; what follows its end (if it has
+                            // arrived) is the next frame and must be kept.
+                            match buf.iter().position(|b| *b == b'\n') {
+                                Some(end) => buf.advance(end + 1),
+                                None => {
+                                    buf.clear();
+                                    self.state = State::DiscardLine;
+                                }
+                            }
+                            return Ok(Some(Decoded::Rejected(rejection)));
                         }
                         return Ok(None);
                     };
@@ -307,11 +322,10 @@ impl Decoder for MsnpCodec {
                         line = &line[..line.len() - 1];
                     }
                     if line.len() > self.limits.max_line {
-                        return Ok(Some(Decoded::Rejected(Rejection {
-                            verb: None,
-                            tr_id: None,
-                            reason: RejectReason::LineTooLong,
-                        })));
+                        return Ok(Some(Decoded::Rejected(long_line(
+                            line,
+                            self.limits.max_line,
+                        ))));
                     }
                     if let Some(d) = self.parse_line(line)? {
                         return Ok(Some(d));

@@ -172,7 +172,8 @@ impl Session {
                         if let Some(o) = &mut self.now_online {
                             o.last_activity = Instant::now();
                         }
-                        self.on_frame(f).await
+                        let span = tracing::debug_span!("cmd", verb = %f.verb, tr = f.tr_id());
+                        self.on_frame(f).instrument(span).await
                     }
                 },
             };

@@ -228,7 +228,8 @@ impl Conn {
                     },
                     Some(Ok(Decoded::Frame(f))) => {
                         last_activity = Instant::now();
-                        self.on_frame(f).await
+                        let span = tracing::debug_span!("cmd", verb = %f.verb, tr = f.tr_id());
+                        self.on_frame(f).instrument(span).await
                     }
                 },
             };
