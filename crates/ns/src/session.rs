@@ -454,12 +454,7 @@ impl Session {
                     .await?
                 };
                 let Some(out) = out else { return Ok(()) };
-                let f = Frame::new(b"PRP").arg(tr);
-                let f = if dialect::uses_guids(self.dialect()) {
-                    f
-                } else {
-                    f.arg(out.version)
-                };
+                let f = self.versioned(b"PRP", tr, out.version);
                 self.send(f.arg(key).arg(text::encode(&value)));
                 Ok(())
             }
@@ -506,38 +501,12 @@ impl Session {
                 Ok(())
             }
             NsCommand::Blp { tr, setting } => {
-                let Some(p) = Privacy::parse(&setting) else {
-                    self.error(ErrorCode::InvalidParameter, Some(tr));
-                    return Ok(());
-                };
-                let Some(out) = self.edit(tr, ListOp::SetPrivacy(p)).await? else {
-                    return Ok(());
-                };
-                let f = Frame::new(b"BLP").arg(tr);
-                let f = if dialect::uses_guids(self.dialect()) {
-                    f
-                } else {
-                    f.arg(out.version)
-                };
-                self.send(f.arg(setting));
-                Ok(())
+                let op = Privacy::parse(&setting).map(ListOp::SetPrivacy);
+                self.setting(tr, b"BLP", &setting, op).await
             }
             NsCommand::Gtc { tr, setting } => {
-                let Some(g) = Gtc::parse(&setting) else {
-                    self.error(ErrorCode::InvalidParameter, Some(tr));
-                    return Ok(());
-                };
-                let Some(out) = self.edit(tr, ListOp::SetGtc(g)).await? else {
-                    return Ok(());
-                };
-                let f = Frame::new(b"GTC").arg(tr);
-                let f = if dialect::uses_guids(self.dialect()) {
-                    f
-                } else {
-                    f.arg(out.version)
-                };
-                self.send(f.arg(setting));
-                Ok(())
+                let op = Gtc::parse(&setting).map(ListOp::SetGtc);
+                self.setting(tr, b"GTC", &setting, op).await
             }
             NsCommand::Qry {
                 tr,
@@ -593,6 +562,29 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// `VERB tr [version]`: list-changing replies carry the list version before MSNP10.
+    fn versioned(&self, verb: &[u8; 3], tr: TrId, version: u64) -> Frame {
+        let f = Frame::new(verb).arg(tr);
+        if dialect::uses_guids(self.dialect()) {
+            f
+        } else {
+            f.arg(version)
+        }
+    }
+
+    /// BLP/GTC: store the setting, echo it (`None` = not a valid value: 201).
+    async fn setting(&mut self, tr: TrId, verb: &[u8; 3], value: &str, op: Option<ListOp>) -> Flow {
+        let Some(op) = op else {
+            self.error(ErrorCode::InvalidParameter, Some(tr));
+            return Ok(());
+        };
+        if let Some(out) = self.edit(tr, op).await? {
+            let f = self.versioned(verb, tr, out.version).arg(value);
+            self.send(f);
+        }
+        Ok(())
     }
 
     fn not_expected(&mut self, tr: Option<TrId>) -> Flow {
