@@ -1,0 +1,283 @@
+//! The client side of a sign-in, as a real client of the dialect performs it, with every
+//! wait bounded and every failure an error (not a panic).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use futures::{SinkExt, StreamExt};
+use msnp::codec::{Decoded, Direction, Limits, MsnpCodec};
+use msnp::frame::Frame;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::http;
+
+/// How long any one answer from the server may take.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) struct Conn {
+    framed: Framed<TcpStream, MsnpCodec>,
+    next_tr: u32,
+    dialect: u8,
+    email: String,
+}
+
+/// Build a frame from `VERB arg arg…`.
+fn line(text: &str) -> anyhow::Result<Frame> {
+    let mut it = text.split(' ');
+    let verb = it.next().unwrap_or_default().as_bytes();
+    let verb: [u8; 3] = verb
+        .try_into()
+        .map_err(|_| anyhow!("bad verb in {text:?}"))?;
+    Ok(Frame::new(&verb).args(it))
+}
+
+impl Conn {
+    pub(crate) async fn connect(addr: SocketAddr, dialect: u8) -> anyhow::Result<Conn> {
+        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| anyhow!("connecting to the NS at {addr}: timed out"))?
+            .with_context(|| format!("connecting to the NS at {addr}"))?;
+        let mut codec = MsnpCodec::new(Direction::ServerToClient, Limits::CLIENT);
+        codec.set_dialect(dialect);
+        Ok(Conn {
+            framed: Framed::new(stream, codec),
+            next_tr: 1,
+            dialect,
+            email: String::new(),
+        })
+    }
+
+    async fn send(&mut self, frame: Frame) -> anyhow::Result<()> {
+        self.framed
+            .send(frame)
+            .await
+            .with_context(|| format!("{}: sending to the NS", self.email))
+    }
+
+    /// Send `VERB tr rest…`; returns the TrID.
+    async fn cmd(&mut self, verb: &str, rest: &str) -> anyhow::Result<u32> {
+        let tr = self.next_tr;
+        self.next_tr += 1;
+        let text = if rest.is_empty() {
+            format!("{verb} {tr}")
+        } else {
+            format!("{verb} {tr} {rest}")
+        };
+        self.send(line(&text)?).await?;
+        Ok(tr)
+    }
+
+    /// The next frame; the connection closing or a bad frame is an error.
+    async fn next(&mut self) -> anyhow::Result<Frame> {
+        let who = &self.email;
+        match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
+            Err(_) => bail!("{who}: no answer from the NS within {TIMEOUT:?}"),
+            Ok(None) => bail!("{who}: the NS closed the connection"),
+            Ok(Some(Err(e))) => bail!("{who}: reading from the NS: {e}"),
+            Ok(Some(Ok(Decoded::Rejected(r)))) => bail!("{who}: the NS sent a bad frame: {r:?}"),
+            Ok(Some(Ok(Decoded::Frame(f)))) => Ok(f),
+        }
+    }
+
+    /// The answer to transaction `tr`: must be `verb` (an error code fails).
+    async fn answer(&mut self, verb: &str, tr: u32) -> anyhow::Result<Frame> {
+        let f = self.next().await?;
+        if f.verb.is_error() {
+            bail!("{}: the NS answered {verb} with error {f:?}", self.email);
+        }
+        if f.verb.as_str() != verb || f.tr_id() != Some(tr) {
+            bail!("{}: expected {verb} {tr}, got {f:?}", self.email);
+        }
+        Ok(f)
+    }
+
+    /// Send PNG and collect every frame that arrives before its QNG.
+    async fn barrier(&mut self) -> anyhow::Result<Vec<Frame>> {
+        self.send(Frame::new(b"PNG")).await?;
+        let mut before = Vec::new();
+        loop {
+            let f = self.next().await?;
+            if f.verb.as_str() == "QNG" {
+                return Ok(before);
+            }
+            if f.verb.is_error() {
+                bail!("{}: the NS answered with error {f:?}", self.email);
+            }
+            before.push(f);
+            if before.len() > 1000 {
+                bail!("{}: no QNG after 1000 frames", self.email);
+            }
+        }
+    }
+
+    /// VER (+ CVR), then USR in the dialect's method (MD5 for MSNP2–7; TWN with the
+    /// Passport nexus and `login2.srf` over HTTP for MSNP8+), up to `USR … OK`.
+    pub(crate) async fn sign_in(
+        &mut self,
+        http_addr: SocketAddr,
+        email: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        self.email = email.to_owned();
+        let d = self.dialect;
+        let tr = self.cmd("VER", &format!("MSNP{d} CVR0")).await?;
+        let ver = self.answer("VER", tr).await?;
+        if !ver.args.iter().any(|a| *a == format!("MSNP{d}")) {
+            bail!("{email}: the NS did not accept MSNP{d}: {ver:?}");
+        }
+        let ok = if d >= 8 {
+            let tr = self
+                .cmd(
+                    "CVR",
+                    &format!("0x0409 winnt 5.1 i386 MSNMSGR 7.5.0324 msmsgs {email}"),
+                )
+                .await?;
+            self.answer("CVR", tr).await?;
+            let tr = self.cmd("USR", &format!("TWN I {email}")).await?;
+            let policy = self.answer("USR", tr).await?;
+            let policy = match policy.args.get(1..4) {
+                Some([twn, s, policy]) if twn == "TWN" && s == "S" => policy.clone(),
+                _ => bail!("{email}: expected USR {tr} TWN S <policy>, got {policy:?}"),
+            };
+            let ticket = passport_login(http_addr, email, password, &policy).await?;
+            let tr = self.cmd("USR", &format!("TWN S {ticket}")).await?;
+            self.answer("USR", tr).await?
+        } else {
+            let tr = self.cmd("USR", &format!("MD5 I {email}")).await?;
+            let salt = self.answer("USR", tr).await?;
+            let salt = match salt.args.get(1..4) {
+                Some([md5, s, salt]) if md5 == "MD5" && s == "S" => salt.clone(),
+                _ => bail!("{email}: expected USR {tr} MD5 S <salt>, got {salt:?}"),
+            };
+            let hash = msnp::auth::md5_login_hash(&salt, password);
+            let tr = self.cmd("USR", &format!("MD5 S {hash}")).await?;
+            self.answer("USR", tr).await?
+        };
+        if ok.args.get(1).map(String::as_str) != Some("OK") {
+            bail!("{email}: sign-in refused: {ok:?}");
+        }
+        Ok(())
+    }
+
+    /// What a client does right after `USR OK` to be online: `SYN` (list sync), then
+    /// `CHG NLN`, answering the challenge (`CHL` → `QRY`) the server sends after the first
+    /// `CHG`. The post-login lines (SBS, the profile MSG) are read on the way.
+    pub(crate) async fn go_online(&mut self) -> anyhow::Result<()> {
+        let d = self.dialect;
+        let tr = self.cmd("SYN", if d >= 10 { "0 0" } else { "0" }).await?;
+        let synced = self.barrier().await?;
+        if !synced
+            .iter()
+            .any(|f| f.verb.as_str() == "SYN" && f.tr_id() == Some(tr))
+        {
+            bail!("{}: no SYN {tr} answer: {synced:?}", self.email);
+        }
+        let caps = match d {
+            ..=7 => "",
+            8 => " 268435456",
+            _ => " 268435456 0",
+        };
+        let tr = self.cmd("CHG", &format!("NLN{caps}")).await?;
+        let after = self.barrier().await?;
+        if !after
+            .iter()
+            .any(|f| f.verb.as_str() == "CHG" && f.tr_id() == Some(tr))
+        {
+            bail!("{}: no CHG {tr} answer: {after:?}", self.email);
+        }
+        for f in &after {
+            if f.verb.as_str() == "CHL"
+                && let Some(chl) = f.args.get(1)
+            {
+                let (id, answer) = if d >= 11 {
+                    (
+                        "PROD0090YUAUV{2B",
+                        msnp::auth::challenge_response_v11(
+                            chl,
+                            "PROD0090YUAUV{2B",
+                            "YMM8C_H7KCQ2S_KL",
+                        ),
+                    )
+                } else {
+                    (
+                        "msmsgs@msnmsgr.com",
+                        msnp::auth::challenge_response_md5(chl, "Q1P7W2E4J9R8U3S5"),
+                    )
+                };
+                let tr = self.next_tr;
+                self.next_tr += 1;
+                self.send(line(&format!("QRY {tr} {id}"))?.payload(answer.into_bytes()))
+                    .await?;
+                self.answer("QRY", tr).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `OUT`, then read until the server closes the connection.
+    pub(crate) async fn sign_out(mut self) -> anyhow::Result<()> {
+        self.send(Frame::new(b"OUT")).await?;
+        let drain = async {
+            while let Some(item) = self.framed.next().await {
+                if item.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(TIMEOUT, drain)
+            .await
+            .map_err(|_| anyhow!("{}: the NS did not close after OUT", self.email))
+    }
+
+    /// Keep only the socket: an idle client reads nothing more (the kernel buffers the
+    /// little the server may still send), so the bench holds one fd per connection.
+    pub(crate) fn into_socket(self) -> TcpStream {
+        self.framed.into_inner()
+    }
+}
+
+/// The Passport 1.4 exchange a MSN 6–7.5 client performs: the nexus, then `login2.srf`
+/// with the credentials and the policy from `USR TWN S`. Returns the `from-PP` ticket.
+pub(crate) async fn passport_login(
+    http_addr: SocketAddr,
+    email: &str,
+    password: &str,
+    policy: &str,
+) -> anyhow::Result<String> {
+    let nexus = http::get(http_addr, "/rdr/pprdr.asp", &[]).await?;
+    if nexus.status != 200 {
+        bail!("{email}: the nexus answered HTTP {}", nexus.status);
+    }
+    let da_login = nexus
+        .header("PassportURLs")
+        .and_then(|urls| urls.split(',').find_map(|kv| kv.strip_prefix("DALogin=")))
+        .ok_or_else(|| anyhow!("{email}: the nexus gave no DALogin"))?;
+    let path = da_login
+        .find('/')
+        .map(|i| da_login[i..].to_owned())
+        .ok_or_else(|| anyhow!("{email}: DALogin {da_login:?} has no path"))?;
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let auth = format!(
+        "Passport1.4 OrgVerb=GET,OrgURL=http%3A%2F%2Fmessenger%2Emsn%2Ecom,sign-in={},pwd={},{policy}",
+        enc(email),
+        enc(password)
+    );
+    let resp = http::get(http_addr, &path, &[("Authorization", &auth)]).await?;
+    if resp.status != 200 {
+        bail!("{email}: {path} answered HTTP {}", resp.status);
+    }
+    let info = resp
+        .header("Authentication-Info")
+        .ok_or_else(|| anyhow!("{email}: {path} sent no Authentication-Info"))?;
+    let start = info
+        .find("from-PP='")
+        .map(|i| i + "from-PP='".len())
+        .ok_or_else(|| anyhow!("{email}: no from-PP in {info:?}"))?;
+    let len = info[start..]
+        .find('\'')
+        .ok_or_else(|| anyhow!("{email}: unterminated from-PP in {info:?}"))?;
+    Ok(info[start..start + len].to_owned())
+}
