@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct Sink {
     session: SessionId,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Arc<Event>>,
     overflow: CancellationToken,
 }
 
@@ -36,7 +36,7 @@ impl Sink {
     /// session then closes itself) and drops the event, so one slow reader never holds
     /// up a publisher or the other sessions. A closed queue means the session is already
     /// going away.
-    pub fn deliver(&self, event: Event) -> bool {
+    pub fn deliver(&self, event: Arc<Event>) -> bool {
         match self.tx.try_send(event) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -55,17 +55,14 @@ impl Sink {
     }
 }
 
-/// Deliver `event` to every sink. Returns how many queued it. The last sink gets the
-/// original event, so a single recipient costs no clone.
+/// Deliver `event` to every sink. Returns how many queued it. The event is allocated
+/// once and shared: a fan-out to N watchers costs N reference counts, not N copies.
 pub fn deliver(sinks: &[Arc<Sink>], event: Event) -> usize {
-    let Some((last, rest)) = sinks.split_last() else {
-        return 0;
-    };
-    let queued = rest
+    let event = Arc::new(event);
+    sinks
         .iter()
         .filter(|sink| sink.deliver(event.clone()))
-        .count();
-    queued + usize::from(last.deliver(event))
+        .count()
 }
 
 #[derive(Debug)]
@@ -130,7 +127,7 @@ impl LocalFanout {
         &mut self,
         session: SessionId,
         user: Email,
-        tx: mpsc::Sender<Event>,
+        tx: mpsc::Sender<Arc<Event>>,
         overflow: CancellationToken,
     ) -> bool {
         if self.sessions.contains_key(&session) {
@@ -301,7 +298,7 @@ mod tests {
         f: &mut LocalFanout,
         session: SessionId,
         user: &str,
-    ) -> (bool, mpsc::Receiver<Event>) {
+    ) -> (bool, mpsc::Receiver<Arc<Event>>) {
         let (tx, rx) = mpsc::channel(4);
         (
             f.attach(session, email(user), tx, CancellationToken::new()),

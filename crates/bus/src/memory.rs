@@ -165,7 +165,7 @@ impl Bus for MemoryBus {
     async fn attach(
         &self,
         user: &Email,
-        tx: mpsc::Sender<Event>,
+        tx: mpsc::Sender<Arc<Event>>,
         overflow: CancellationToken,
     ) -> SessionId {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);

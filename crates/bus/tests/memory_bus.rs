@@ -36,7 +36,7 @@ fn online(name: &str) -> Presence {
 
 struct Client {
     id: SessionId,
-    rx: mpsc::Receiver<Event>,
+    rx: mpsc::Receiver<Arc<Event>>,
     overflow: CancellationToken,
 }
 
@@ -56,6 +56,7 @@ impl Client {
         timeout(Duration::from_secs(5), self.rx.recv())
             .await
             .expect("an event within the bound")
+            .map(|e| (*e).clone())
             .expect("queue open")
     }
 
@@ -371,7 +372,7 @@ async fn concurrent_changes_of_one_user_arrive_in_order() {
         for watcher in &mut watchers {
             let mut last = None;
             while let Ok(event) = watcher.rx.try_recv() {
-                last = Some(event);
+                last = Some((*event).clone());
             }
             assert_eq!(last.as_ref(), Some(&final_event));
         }

@@ -6,6 +6,8 @@
 //! drain its queue is cut off (its `overflow` token is cancelled) rather than allowed to
 //! grow memory or slow the publisher.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -58,12 +60,13 @@ pub const SESSION_QUEUE: usize = 1024;
 
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Register a session of `user`. Its events arrive on `tx`; if `tx` is full the bus
+    /// Register a session of `user`. Its events arrive on `tx` (shared: one allocation
+    /// per published event, whatever the number of recipients); if `tx` is full the bus
     /// cancels `overflow` and drops the event.
     async fn attach(
         &self,
         user: &Email,
-        tx: mpsc::Sender<Event>,
+        tx: mpsc::Sender<Arc<Event>>,
         overflow: CancellationToken,
     ) -> SessionId;
     /// Forget a session: its watches, its presence (publishing offline if it was the

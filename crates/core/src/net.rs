@@ -5,8 +5,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::codec::{Decoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,4 +58,37 @@ pub async fn serve<H, F>(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// Bytes reserved for a read once a quiet connection has data again: a whole typical
+/// command line, so most lines take one read.
+const READ_CHUNK: usize = 1024;
+
+/// The next frame from a framed TCP connection, holding no read buffer while the
+/// connection is quiet.
+///
+/// Most connections are idle most of the time; an 8 KiB buffer each would dominate the
+/// memory per connection. So when nothing is buffered, the buffer is released and the
+/// task waits for readability with no buffer at all; a chunk is reserved only when bytes
+/// are there to read. Cancel-safe (both waits are).
+pub async fn next_frame<C: Decoder>(
+    framed: &mut Framed<TcpStream, C>,
+) -> Option<Result<C::Item, C::Error>> {
+    if framed.read_buffer().is_empty() {
+        if framed.read_buffer().capacity() > 0 {
+            *framed.read_buffer_mut() = BytesMut::new();
+        }
+        if let Err(e) = framed.get_ref().readable().await {
+            return Some(Err(e.into()));
+        }
+        framed.read_buffer_mut().reserve(READ_CHUNK);
+    }
+    framed.next().await
+}
+
+/// After a flush: give back the write buffer's memory (it is empty now).
+pub fn release_write_buffer<C>(framed: &mut Framed<TcpStream, C>) {
+    if framed.write_buffer().is_empty() && framed.write_buffer().capacity() > 0 {
+        *framed.write_buffer_mut() = BytesMut::new();
+    }
 }

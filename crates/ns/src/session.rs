@@ -14,7 +14,6 @@ use butterfly_core::metrics;
 use butterfly_core::presence::{Presence, Status};
 use butterfly_core::tickets::SbClaims;
 use bytes::Bytes;
-use futures::StreamExt;
 use msnp::codec::{DecodeError, Decoded, Direction, MsnpCodec, RejectReason, Rejection};
 use msnp::command::{NsCommand, TrId, UsrAuth};
 use msnp::dialect::{self, AuthKind};
@@ -134,8 +133,8 @@ struct Session {
     dialect: Option<u8>,
     auth: Auth,
     now_online: Option<Online>,
-    inbox_tx: mpsc::Sender<Event>,
-    inbox: mpsc::Receiver<Event>,
+    inbox_tx: mpsc::Sender<Arc<Event>>,
+    inbox: mpsc::Receiver<Arc<Event>>,
     overflow: CancellationToken,
     errors: u32,
 }
@@ -158,8 +157,10 @@ impl Session {
                 _ = self.overflow.cancelled() => Err(Close::SlowConsumer),
                 _ = tokio::time::sleep_until(deadline) => Err(Close::Timeout),
                 _ = sleep_until_opt(challenge_at) => self.challenge(),
-                Some(ev) = self.inbox.recv() => self.on_event(ev).await,
-                item = self.framed.next() => match item {
+                // Handling futures are boxed: they exist only while a command or event is being
+                // handled, so an idle session's task stays small.
+                Some(ev) = self.inbox.recv() => Box::pin(self.on_event(ev)).await,
+                item = butterfly_core::net::next_frame(&mut self.framed) => match item {
                     None => Err(Close::ClientGone),
                     Some(Err(DecodeError::BadLength { tr_id, .. })) => {
                         self.error(ErrorCode::Syntax, tr_id);
@@ -173,7 +174,7 @@ impl Session {
                             o.last_activity = Instant::now();
                         }
                         let span = tracing::debug_span!("cmd", verb = %f.verb, tr = f.tr_id());
-                        self.on_frame(f).instrument(span).await
+                        Box::pin(self.on_frame(f).instrument(span)).await
                     }
                 },
             };
@@ -224,7 +225,10 @@ impl Session {
         );
         tokio::select! {
             r = flush => match r {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => {
+                    butterfly_core::net::release_write_buffer(&mut self.framed);
+                    Ok(())
+                }
                 Ok(Err(_)) => Err(Close::Io),
                 Err(_) => Err(Close::SlowConsumer),
             },
@@ -891,27 +895,27 @@ impl Session {
         }
     }
 
-    async fn on_event(&mut self, ev: Event) -> Flow {
+    async fn on_event(&mut self, ev: Arc<Event>) -> Flow {
         let Some(me) = self.now_online.as_mut() else {
             return Ok(());
         };
-        match ev {
+        match &*ev {
             Event::Presence { user, presence } => {
-                if let Some(w) = me.watched.get_mut(&user) {
-                    w.presence = presence;
-                    self.refresh(&user, None);
+                if let Some(w) = me.watched.get_mut(user) {
+                    w.presence = presence.clone();
+                    self.refresh(user, None);
                 }
             }
             Event::User(UserEvent::SignedInElsewhere { session }) => {
-                if session != me.session {
+                if *session != me.session {
                     self.send(Frame::new(b"OUT").arg("OTH"));
                     return Err(Close::Replaced);
                 }
             }
             Event::User(UserEvent::PeerViewChanged { peer, view }) => {
-                if let Some(w) = me.watched.get_mut(&peer) {
-                    w.view = view;
-                    self.refresh(&peer, None);
+                if let Some(w) = me.watched.get_mut(peer) {
+                    w.view = *view;
+                    self.refresh(peer, None);
                 }
             }
             Event::User(UserEvent::ReverseList {
@@ -925,20 +929,20 @@ impl Session {
                     let version = r.version;
                     self.me_mut().roster = r;
                     let d = self.dialect();
-                    let f = match (added, dialect::uses_guids(d)) {
+                    let f = match (*added, dialect::uses_guids(d)) {
                         (true, false) => Frame::new(b"ADD")
                             .arg(0)
                             .arg("RL")
                             .arg(version)
-                            .arg(&from)
-                            .arg(text::encode(&friendly_name)),
+                            .arg(from)
+                            .arg(text::encode(friendly_name)),
                         (true, true) => Frame::new(b"ADC")
                             .arg(0)
                             .arg("RL")
                             .arg(format!("N={from}"))
-                            .arg(format!("F={}", text::encode(&friendly_name))),
+                            .arg(format!("F={}", text::encode(friendly_name))),
                         (false, false) => {
-                            Frame::new(b"REM").arg(0).arg("RL").arg(version).arg(&from)
+                            Frame::new(b"REM").arg(0).arg("RL").arg(version).arg(from)
                         }
                         (false, true) => {
                             Frame::new(b"REM").arg(0).arg("RL").arg(format!("N={from}"))
@@ -954,14 +958,14 @@ impl Session {
                 inviter_friendly,
             }) => {
                 let d = self.dialect();
-                let cookie = self.sb_cookie(session_id, true);
+                let cookie = self.sb_cookie(*session_id, true);
                 self.send(reply::rng(
                     d,
-                    session_id,
-                    &sb_address,
+                    *session_id,
+                    sb_address,
                     &cookie,
                     inviter.as_str(),
-                    &inviter_friendly,
+                    inviter_friendly,
                 ));
             }
         }

@@ -19,7 +19,6 @@ use butterfly_core::presence::Status;
 use butterfly_core::store::Store;
 use butterfly_core::tickets::{SbClaims, Tickets};
 use bytes::Bytes;
-use futures::StreamExt;
 use msnp::codec::{DecodeError, Decoded, Direction, Limits, MsnpCodec, RejectReason};
 use msnp::command::{AckMode, SbCommand, TrId};
 use msnp::error::ErrorCode;
@@ -209,7 +208,7 @@ impl Conn {
                     self.deliver(out);
                     Ok(())
                 }
-                item = self.framed.next() => match item {
+                item = butterfly_core::net::next_frame(&mut self.framed) => match item {
                     None | Some(Err(DecodeError::Io(_))) => Err(()),
                     Some(Err(DecodeError::BadLength { tr_id, .. })) => {
                         self.error(ErrorCode::Syntax, tr_id);
@@ -229,7 +228,7 @@ impl Conn {
                     Some(Ok(Decoded::Frame(f))) => {
                         last_activity = Instant::now();
                         let span = tracing::debug_span!("cmd", verb = %f.verb, tr = f.tr_id());
-                        self.on_frame(f).instrument(span).await
+                        Box::pin(self.on_frame(f).instrument(span)).await
                     }
                 },
             };
@@ -258,7 +257,10 @@ impl Conn {
         )
         .await
         {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                butterfly_core::net::release_write_buffer(&mut self.framed);
+                Ok(())
+            }
             _ => Err(()),
         }
     }
