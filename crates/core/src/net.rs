@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Decoder, Framed};
@@ -49,11 +49,10 @@ pub async fn serve<H, F>(
             },
         };
         let _ = stream.set_nodelay(true);
+        // `map`, not an async block around `fut.await`: a block would hold the future
+        // twice (before and while awaiting it), doubling every connection's task.
         let fut = handler(stream, peer, shutdown.child_token());
-        tracker.spawn(async move {
-            fut.await;
-            drop(permit);
-        });
+        tracker.spawn(fut.map(move |()| drop(permit)));
     }
     drop(listener);
     tracker.close();

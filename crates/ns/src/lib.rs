@@ -76,3 +76,4 @@ pub async fn run(config: Config, deps: Deps, listener: TcpListener, shutdown: Ca
     })
     .await;
 }
+

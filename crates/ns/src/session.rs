@@ -36,20 +36,23 @@ const MAX_ERRORS_BEFORE_LOGIN: u32 = 20;
 /// Most bytes we hold for a client that is not reading.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
-pub(crate) async fn run(
+/// The connection's task. A plain function returning the future (not an `async fn`
+/// awaiting an inner one) so the arguments are not stored twice in every task.
+pub(crate) fn run(
     config: Arc<Config>,
     deps: Deps,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!("ns", %peer, user = tracing::field::Empty);
     async move {
         let codec = MsnpCodec::new(Direction::ClientToServer, config.limits);
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let mut s = Session {
             now_online: None,
-            framed: Framed::new(stream, codec),
+            // No buffers up front: an idle connection holds none (see `net::next_frame`).
+            framed: Framed::with_capacity(stream, codec, 0),
             config,
             deps,
             peer,
@@ -72,7 +75,6 @@ pub(crate) async fn run(
         s.close().await;
     }
     .instrument(span)
-    .await
 }
 
 #[derive(Debug)]

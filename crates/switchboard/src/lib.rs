@@ -155,9 +155,11 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let mut c = Conn {
-        framed: Framed::new(
+        // No buffers up front: an idle connection holds none (see `net::next_frame`).
+        framed: Framed::with_capacity(
             stream,
             MsnpCodec::new(Direction::ClientToServer, config.limits),
+            0,
         ),
         config,
         deps,
