@@ -8,21 +8,22 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use butterfly_core::Email;
 use butterfly_core::bus::{Event, SessionId};
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_util::sync::CancellationToken;
+use butterfly_core::inbox::{Delivery, InboxSender};
 
-/// Where one session's events go: its bounded queue and the token that cuts it off.
+/// Where one session's events go: its bounded inbox.
 ///
 /// Callers hand out `Arc<Sink>` so they can collect targets while holding a lock and
 /// deliver after releasing it.
 #[derive(Debug)]
 pub struct Sink {
     session: SessionId,
-    tx: mpsc::Sender<Arc<Event>>,
-    overflow: CancellationToken,
+    inbox: InboxSender,
+    /// Warn once per session, not once per dropped event.
+    overflow_logged: AtomicBool,
 }
 
 impl Sink {
@@ -32,25 +33,25 @@ impl Sink {
 
     /// Queue `event` without waiting. Returns whether it was queued.
     ///
-    /// A full queue means a slow consumer. The bus cancels its `overflow` token (the
-    /// session then closes itself) and drops the event, so one slow reader never holds
-    /// up a publisher or the other sessions. A closed queue means the session is already
-    /// going away.
+    /// A full inbox means a slow consumer: the event is dropped and the inbox tells its
+    /// session to close, so one slow reader never holds up a publisher or the other
+    /// sessions. A closed inbox means the session is already going away.
     pub fn deliver(&self, event: Arc<Event>) -> bool {
-        match self.tx.try_send(event) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                // Warn once per session, not once per dropped event.
-                if !self.overflow.is_cancelled() {
+        match self.inbox.deliver(event) {
+            Delivery::Queued => true,
+            Delivery::Overflowed => {
+                if !self
+                    .overflow_logged
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
                     tracing::warn!(
                         session = self.session,
-                        "session queue full; cutting off slow consumer"
+                        "Session queue full; cutting off slow consumer"
                     );
-                    self.overflow.cancel();
                 }
                 false
             }
-            Err(TrySendError::Closed(_)) => false,
+            Delivery::Closed => false,
         }
     }
 }
@@ -123,13 +124,7 @@ impl LocalFanout {
     ///
     /// Session ids must be unique. If `session` is already registered, the old
     /// registration is replaced; that is a caller bug, so it is logged.
-    pub fn attach(
-        &mut self,
-        session: SessionId,
-        user: Email,
-        tx: mpsc::Sender<Arc<Event>>,
-        overflow: CancellationToken,
-    ) -> bool {
+    pub fn attach(&mut self, session: SessionId, user: Email, inbox: InboxSender) -> bool {
         if self.sessions.contains_key(&session) {
             tracing::error!(
                 session,
@@ -142,8 +137,8 @@ impl LocalFanout {
         let first = sessions.len() == 1;
         let sink = Arc::new(Sink {
             session,
-            tx,
-            overflow,
+            inbox,
+            overflow_logged: AtomicBool::new(false),
         });
         self.sessions.insert(
             session,
@@ -298,12 +293,9 @@ mod tests {
         f: &mut LocalFanout,
         session: SessionId,
         user: &str,
-    ) -> (bool, mpsc::Receiver<Arc<Event>>) {
-        let (tx, rx) = mpsc::channel(4);
-        (
-            f.attach(session, email(user), tx, CancellationToken::new()),
-            rx,
-        )
+    ) -> (bool, butterfly_core::inbox::Inbox) {
+        let (tx, rx) = butterfly_core::inbox::inbox(4);
+        (f.attach(session, email(user), tx), rx)
     }
 
     #[test]

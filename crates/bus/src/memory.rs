@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use butterfly_core::Email;
 use butterfly_core::bus::{Bus, Event, SessionId, UserEvent};
+use butterfly_core::inbox::InboxSender;
 use butterfly_core::presence::Presence;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{FanoutStats, LocalFanout, Sink, deliver};
 
@@ -162,17 +161,10 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn attach(
-        &self,
-        user: &Email,
-        tx: mpsc::Sender<Arc<Event>>,
-        overflow: CancellationToken,
-    ) -> SessionId {
+    async fn attach(&self, user: &Email, inbox: InboxSender) -> SessionId {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         // The new session has no presence yet, so the effective presence does not change.
-        self.state()
-            .fanout
-            .attach(session, user.clone(), tx, overflow);
+        self.state().fanout.attach(session, user.clone(), inbox);
         session
     }
 

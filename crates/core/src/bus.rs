@@ -2,18 +2,15 @@
 //!
 //! Embedded: in-process maps (`butterfly-bus`). Distributed: Redis keys and channels
 //! (`pres:{user}`, `user:{user}`). A session attaches once, watches the users on its
-//! forward list, and reads every event from one bounded queue. A session that does not
-//! drain its queue is cut off (its `overflow` token is cancelled) rather than allowed to
-//! grow memory or slow the publisher.
-
-use std::sync::Arc;
+//! forward list, and reads every event from one bounded [`crate::inbox`]. A session that
+//! does not drain it is cut off (the inbox reports overflow) rather than allowed to grow
+//! memory or slow the publisher.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::account::Email;
+use crate::inbox::InboxSender;
 use crate::lists::PeerView;
 use crate::presence::Presence;
 
@@ -60,15 +57,10 @@ pub const SESSION_QUEUE: usize = 1024;
 
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Register a session of `user`. Its events arrive on `tx` (shared: one allocation
-    /// per published event, whatever the number of recipients); if `tx` is full the bus
-    /// cancels `overflow` and drops the event.
-    async fn attach(
-        &self,
-        user: &Email,
-        tx: mpsc::Sender<Arc<Event>>,
-        overflow: CancellationToken,
-    ) -> SessionId;
+    /// Register a session of `user`. Its events arrive in its inbox (each published
+    /// event is allocated once and shared by every recipient); when the inbox is full the
+    /// event is dropped and the inbox reports overflow, so the session closes.
+    async fn attach(&self, user: &Email, inbox: InboxSender) -> SessionId;
     /// Forget a session: its watches, its presence (publishing offline if it was the
     /// user's current presence), and its queue.
     async fn detach(&self, session: SessionId);

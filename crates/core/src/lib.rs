@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod bus;
+pub mod inbox;
 pub mod lists;
 pub mod metrics;
 pub mod net;

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Accept connections until `shutdown` is cancelled, then wait for every connection task
-/// to finish. Each handler gets a child token of `shutdown`: when it fires the handler
-/// says goodbye in its protocol and returns. At most `max_connections` run at once;
+/// to finish. Each handler gets (a clone of) `shutdown`: when it fires the handler says
+/// goodbye in its protocol and returns. A clone, not a child token: a child costs an
+/// allocation per connection, and no connection is cancelled on its own from outside. At most `max_connections` run at once;
 /// further clients wait in the kernel's backlog rather than costing us memory.
 pub async fn serve<H, F>(
     listener: TcpListener,
@@ -51,7 +52,7 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         // `map`, not an async block around `fut.await`: a block would hold the future
         // twice (before and while awaiting it), doubling every connection's task.
-        let fut = handler(stream, peer, shutdown.child_token());
+        let fut = handler(stream, peer, shutdown.clone());
         tracker.spawn(fut.map(move |()| drop(permit)));
     }
     drop(listener);

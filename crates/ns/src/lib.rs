@@ -76,4 +76,3 @@ pub async fn run(config: Config, deps: Deps, listener: TcpListener, shutdown: Ca
     })
     .await;
 }
-

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use butterfly_core::account::{Account, Email, UserId};
 use butterfly_core::bus::{Event, SESSION_QUEUE, SessionId, UserEvent};
+use butterfly_core::inbox::{Inbox, InboxSender, Received, inbox};
 use butterfly_core::lists::{
     ContactRef, EditOutcome, GroupRef, Gtc, List, ListError, ListOp, PeerView, Privacy, Roster,
 };
@@ -22,7 +23,6 @@ use msnp::frame::Frame;
 use msnp::{reply, text};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ pub(crate) fn run(
     let span = tracing::info_span!("ns", %peer, user = tracing::field::Empty);
     async move {
         let codec = MsnpCodec::new(Direction::ClientToServer, config.limits);
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let (tx, rx) = inbox(SESSION_QUEUE);
         let mut s = Session {
             now_online: None,
             // No buffers up front: an idle connection holds none (see `net::next_frame`).
@@ -60,7 +60,6 @@ pub(crate) fn run(
             auth: Auth::Start,
             inbox_tx: tx,
             inbox: rx,
-            overflow: CancellationToken::new(),
             errors: 0,
         };
         let m = metrics::global();
@@ -97,7 +96,7 @@ enum Auth {
     /// `USR MD5 I` answered with a salt; `account` is None for unknown names (we still
     /// answer with a salt so names cannot be probed).
     Md5 {
-        account: Option<Account>,
+        account: Option<Box<Account>>,
     },
     /// `USR TWN I` answered; the ticket must name this user.
     Twn {
@@ -135,9 +134,8 @@ struct Session {
     dialect: Option<u8>,
     auth: Auth,
     now_online: Option<Online>,
-    inbox_tx: mpsc::Sender<Arc<Event>>,
-    inbox: mpsc::Receiver<Arc<Event>>,
-    overflow: CancellationToken,
+    inbox_tx: InboxSender,
+    inbox: Inbox,
     errors: u32,
 }
 
@@ -145,10 +143,13 @@ impl Session {
     async fn run(&mut self, shutdown: CancellationToken) -> Close {
         let login_deadline = Instant::now() + self.config.login_timeout;
         loop {
+            // One timer for whatever is due first: the idle (or sign-in) deadline or the
+            // next challenge.
             let (deadline, challenge_at) = match &self.now_online {
                 Some(o) => (o.last_activity + self.config.idle_timeout, o.next_challenge),
                 None => (login_deadline, None),
             };
+            let next_timer = challenge_at.map_or(deadline, |c| c.min(deadline));
             let step: Flow = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -156,12 +157,19 @@ impl Session {
                     let _ = self.flush().await;
                     Err(Close::Shutdown)
                 }
-                _ = self.overflow.cancelled() => Err(Close::SlowConsumer),
-                _ = tokio::time::sleep_until(deadline) => Err(Close::Timeout),
-                _ = sleep_until_opt(challenge_at) => self.challenge(),
+                _ = tokio::time::sleep_until(next_timer) => {
+                    if challenge_at.is_some_and(|c| c <= next_timer) {
+                        self.challenge()
+                    } else {
+                        Err(Close::Timeout)
+                    }
+                }
                 // Handling futures are boxed: they exist only while a command or event is being
                 // handled, so an idle session's task stays small.
-                Some(ev) = self.inbox.recv() => Box::pin(self.on_event(ev)).await,
+                r = self.inbox.recv() => match r {
+                    Received::Event(ev) => Box::pin(self.on_event(ev)).await,
+                    Received::Overflowed => Err(Close::SlowConsumer),
+                },
                 item = butterfly_core::net::next_frame(&mut self.framed) => match item {
                     None => Err(Close::ClientGone),
                     Some(Err(DecodeError::BadLength { tr_id, .. })) => {
@@ -218,9 +226,8 @@ impl Session {
         if self.framed.write_buffer().len() > MAX_WRITE_BUFFER {
             return Err(Close::SlowConsumer);
         }
-        // A client that does not read blocks this flush; its queue then overflows and
-        // the bus cancels `overflow`, which ends the wait before the write timeout.
-        let overflow = self.overflow.clone();
+        // A client that does not read blocks this flush; its inbox then overflows, which
+        // ends the wait before the write timeout.
         let flush = tokio::time::timeout(
             self.config.write_timeout,
             futures::SinkExt::<&Frame>::flush(&mut self.framed),
@@ -234,7 +241,7 @@ impl Session {
                 Ok(Err(_)) => Err(Close::Io),
                 Err(_) => Err(Close::SlowConsumer),
             },
-            _ = overflow.cancelled() => Err(Close::SlowConsumer),
+            _ = self.inbox.overflowed() => Err(Close::SlowConsumer),
         }
     }
 
@@ -640,7 +647,14 @@ impl Session {
         match (kind, auth, std::mem::replace(&mut self.auth, Auth::Start)) {
             (AuthKind::Md5, UsrAuth::Md5Initial { email }, _) => {
                 let account = match Email::parse(&email) {
-                    Ok(e) => self.deps.store.account_by_email(&e).await.ok().flatten(),
+                    Ok(e) => self
+                        .deps
+                        .store
+                        .account_by_email(&e)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(Box::new),
                     Err(_) => None,
                 };
                 let salt = match account.as_ref().and_then(|a| a.legacy_md5.as_ref()) {
@@ -653,7 +667,7 @@ impl Session {
             }
             (AuthKind::Md5, UsrAuth::Md5Response { hash }, Auth::Md5 { account, .. }) => {
                 match account.filter(|a| a.legacy_md5.as_ref().is_some_and(|s| s.verify(&hash))) {
-                    Some(a) => self.signed_in(tr, a).await,
+                    Some(a) => self.signed_in(tr, *a).await,
                     None => self.auth_failed(tr),
                 }
             }
@@ -710,9 +724,7 @@ impl Session {
         };
         tracing::Span::current().record("user", account.email.as_str());
         let bus = self.deps.bus.clone();
-        let session = bus
-            .attach(&account.email, self.inbox_tx.clone(), self.overflow.clone())
-            .await;
+        let session = bus.attach(&account.email, self.inbox_tx.clone()).await;
         bus.send(&account.email, UserEvent::SignedInElsewhere { session })
             .await;
         let watch: Vec<Email> = roster
@@ -1384,12 +1396,5 @@ fn list_error_code(e: ListError, dialect: u8) -> ErrorCode {
         ListError::GroupNameInvalid => ErrorCode::GroupNameTooLong,
         ListError::GroupZero => ErrorCode::GroupZero,
         ListError::InvalidName => ErrorCode::InvalidFriendlyName,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
