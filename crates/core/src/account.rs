@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
@@ -165,12 +165,71 @@ impl PasswordCost {
 
 /// Check a password against a stored PHC string (its own parameters are used).
 /// CPU-heavy: call it off the async runtime.
+///
+/// argon2's working memory (19 MiB at the default cost) comes from a small pool instead
+/// of a fresh allocation per check. Fresh allocations of that size, freed again, make
+/// glibc raise its mmap threshold and then serve them from the heap, which fragments it:
+/// a server that had verified a few thousand sign-ins held hundreds of megabytes it did
+/// not use (docs/BENCHMARKS.md). With the pool, the memory is bounded by the number of
+/// checks that run at once.
 pub fn verify_password(phc: &str, password: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        argon2::Algorithm::try_from(parsed.algorithm),
+        argon2::Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let expected = expected.as_bytes();
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let mut memory = memory_pool::take(blocks);
+    let computed = argon2::Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_ok();
+    memory_pool::give_back(memory);
+    computed && constant_time_eq(&out, expected)
+}
+
+/// Reusable argon2 working memory, at most one buffer per core kept.
+mod memory_pool {
+    use std::sync::{Mutex, PoisonError};
+
+    use argon2::Block;
+
+    static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+    pub(super) fn take(blocks: usize) -> Vec<Block> {
+        let reused = {
+            let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+            pool.iter()
+                .position(|b| b.len() >= blocks)
+                .map(|i| pool.swap_remove(i))
+        };
+        // Every block is written before it is read, so old contents do not matter.
+        reused.unwrap_or_else(|| vec![Block::default(); blocks])
+    }
+
+    pub(super) fn give_back(buffer: Vec<Block>) {
+        let keep = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < keep {
+            pool.push(buffer);
+        }
     }
 }
 
@@ -220,6 +279,36 @@ mod tests {
         assert!(!verify_password(&phc, "hunter3"));
         assert!(!verify_password("garbage", "hunter2"));
         assert!(cost.hash("").is_err());
+    }
+
+    #[test]
+    fn pooled_memory_serves_any_cost_in_any_order() {
+        let big = PasswordCost {
+            memory_kib: 512,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let small = PasswordCost {
+            memory_kib: 64,
+            iterations: 2,
+            parallelism: 1,
+        };
+        let (b, s) = (big.hash("pw-big").unwrap(), small.hash("pw-small").unwrap());
+        for _ in 0..3 {
+            assert!(verify_password(&b, "pw-big"));
+            assert!(verify_password(&s, "pw-small"));
+            assert!(!verify_password(&b, "pw-small"));
+            assert!(!verify_password(&s, "pw-big"));
+        }
+        // A hash made by another argon2 implementation's defaults (argon2id v19).
+        let other = argon2::password_hash::PasswordHasher::hash_password(
+            &argon2::Argon2::default(),
+            b"x",
+            &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        assert!(verify_password(&other, "x"));
     }
 
     #[test]
