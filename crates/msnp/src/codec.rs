@@ -133,7 +133,7 @@ enum State {
     Line,
     /// A payload of `len` bytes is due for this header.
     Payload {
-        header: Frame,
+        header: Box<Frame>,
         len: usize,
     },
     /// Skipping an over-long line up to its end.
@@ -235,7 +235,10 @@ impl MsnpCodec {
             frame.payload = Some(Bytes::new());
             return Ok(Some(Decoded::Frame(frame)));
         }
-        self.state = State::Payload { header: frame, len };
+        self.state = State::Payload {
+            header: Box::new(frame),
+            len,
+        };
         Ok(None)
     }
 }
@@ -295,7 +298,7 @@ impl Decoder for MsnpCodec {
                         unreachable!("matched Payload above");
                     };
                     header.payload = Some(payload);
-                    return Ok(Some(Decoded::Frame(header)));
+                    return Ok(Some(Decoded::Frame(*header)));
                 }
                 State::Line => {
                     let window = buf.len().min(self.limits.max_line + 2);

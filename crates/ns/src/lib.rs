@@ -70,9 +70,44 @@ pub struct Deps {
 /// `OUT SSD` and closed, and this returns when all are gone.
 pub async fn run(config: Config, deps: Deps, listener: TcpListener, shutdown: CancellationToken) {
     let config = Arc::new(config);
+    let deps = Arc::new(deps);
     let max = config.max_connections;
     butterfly_core::net::serve(listener, max, shutdown, move |stream, peer, token| {
         session::run(config.clone(), deps.clone(), stream, peer, token)
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    /// Every signed-in user costs one session task; its size is most of the memory an idle
+    /// connection costs (docs/BENCHMARKS.md). This guards it against silent growth.
+    #[tokio::test]
+    async fn session_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let store = butterfly_store::SqliteStore::open_url("sqlite::memory:")
+            .await
+            .unwrap();
+        let deps = crate::Deps {
+            store: Arc::new(store),
+            bus: Arc::new(butterfly_bus::MemoryBus::new()),
+            tickets: Arc::new(butterfly_core::tickets::JwtTickets::new("k", &[7; 32])),
+        };
+        let task = crate::session::run(
+            Arc::new(crate::Config::default()),
+            Arc::new(deps),
+            stream,
+            peer,
+            Default::default(),
+        );
+        let size = std::mem::size_of_val(&task);
+        eprintln!("NS session task: {size} bytes");
+        assert!(size <= 2048, "the NS session future grew to {size} bytes");
+    }
 }

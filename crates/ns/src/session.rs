@@ -40,7 +40,7 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// awaiting an inner one) so the arguments are not stored twice in every task.
 pub(crate) fn run(
     config: Arc<Config>,
-    deps: Deps,
+    deps: Arc<Deps>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
@@ -55,7 +55,6 @@ pub(crate) fn run(
             framed: Framed::with_capacity(stream, codec, 0),
             config,
             deps,
-            peer,
             dialect: None,
             auth: Auth::Start,
             inbox_tx: tx,
@@ -128,9 +127,9 @@ struct Online {
 
 struct Session {
     config: Arc<Config>,
-    deps: Deps,
+    /// Shared by every session: one pointer here, not three.
+    deps: Arc<Deps>,
     framed: Framed<TcpStream, MsnpCodec>,
-    peer: SocketAddr,
     dialect: Option<u8>,
     auth: Auth,
     now_online: Option<Online>,
@@ -761,7 +760,9 @@ impl Session {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
-            let ip = self.peer.ip().to_string();
+            // Asked for here rather than kept: every byte of an idle session counts.
+            let peer = self.framed.get_ref().peer_addr().ok();
+            let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
             self.send(reply::profile(
                 d,
                 &reply::Profile {
@@ -769,7 +770,7 @@ impl Session {
                     member_id: account.id.0,
                     ticket: &ticket,
                     client_ip: &ip,
-                    client_port: self.peer.port(),
+                    client_port: peer.map_or(0, |p| p.port()),
                 },
             ));
         }
