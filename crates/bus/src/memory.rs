@@ -51,7 +51,7 @@ pub struct MemoryBus {
 struct State {
     fanout: LocalFanout,
     /// The presence each session last published. A detached session has no entry.
-    presences: HashMap<SessionId, Presence>,
+    presences: HashMap<SessionId, Arc<Presence>>,
 }
 
 /// Counts, so tests and metrics can check that nothing leaks.
@@ -72,7 +72,7 @@ impl State {
     /// The user's effective presence: the presence of their most recently attached session
     /// that has one. This is the fencing rule. An older session can publish, but what it
     /// publishes shows only once every newer session has none.
-    fn effective(&self, user: &Email) -> Option<&Presence> {
+    fn effective(&self, user: &Email) -> Option<&Arc<Presence>> {
         self.fanout
             .sessions_of(user)
             .iter()
@@ -187,7 +187,7 @@ impl Bus for MemoryBus {
     async fn publish_presence(&self, session: SessionId, presence: Option<Presence>) {
         self.presence_change(session, |state| match presence {
             Some(p) => {
-                state.presences.insert(session, p);
+                state.presences.insert(session, Arc::new(p));
             }
             None => {
                 state.presences.remove(&session);
@@ -196,7 +196,7 @@ impl Bus for MemoryBus {
         .await;
     }
 
-    async fn presence(&self, users: &[Email]) -> Vec<(Email, Presence)> {
+    async fn presence(&self, users: &[Email]) -> Vec<(Email, Arc<Presence>)> {
         let state = self.state();
         users
             .iter()

@@ -75,7 +75,7 @@ impl Client {
             self.next().await,
             Event::Presence {
                 user: email(user),
-                presence
+                presence: presence.map(Arc::new)
             }
         );
     }
@@ -180,7 +180,7 @@ async fn an_older_session_cannot_override_a_newer_one() {
     bob.assert_quiet();
     assert_eq!(
         bus.presence(&[email("alice@x.com")]).await,
-        vec![(email("alice@x.com"), online("new"))]
+        vec![(email("alice@x.com"), Arc::new(online("new")))]
     );
 
     bus.detach(new.id).await;
@@ -244,8 +244,11 @@ async fn presence_returns_effective_presence_of_signed_in_users() {
     assert_eq!(
         bus.presence(&users).await,
         vec![
-            (email("alice@x.com"), online("Alice")),
-            (email("carol@x.com"), presence(Status::Hidden, "Carol")),
+            (email("alice@x.com"), Arc::new(online("Alice"))),
+            (
+                email("carol@x.com"),
+                Arc::new(presence(Status::Hidden, "Carol"))
+            ),
         ]
     );
 }
@@ -346,7 +349,7 @@ async fn concurrent_changes_of_one_user_arrive_in_order() {
     let alice = [email("alice@x.com")];
     let final_event = Event::Presence {
         user: email("alice@x.com"),
-        presence: Some(online("new")),
+        presence: Some(Arc::new(online("new"))),
     };
     for _ in 0..ROUNDS {
         let bus = Arc::new(MemoryBus::new());

@@ -6,6 +6,8 @@
 //! does not drain it is cut off (the inbox reports overflow) rather than allowed to grow
 //! memory or slow the publisher.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -20,10 +22,11 @@ pub type SessionId = u64;
 /// Everything a session can be told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// A watched user's presence; `None` when they signed out.
+    /// A watched user's presence; `None` when they signed out. Shared: every watcher
+    /// (and the bus's own record) holds the same snapshot, not a copy.
     Presence {
         user: Email,
-        presence: Option<Presence>,
+        presence: Option<Arc<Presence>>,
     },
     /// Something addressed to this session's user.
     User(UserEvent),
@@ -71,7 +74,7 @@ pub trait Bus: Send + Sync + 'static {
     /// Fenced by session: an older session of the same user cannot overwrite a newer one.
     async fn publish_presence(&self, session: SessionId, presence: Option<Presence>);
     /// Current presence of each of `users` that is signed in (including HDN).
-    async fn presence(&self, users: &[Email]) -> Vec<(Email, Presence)>;
+    async fn presence(&self, users: &[Email]) -> Vec<(Email, Arc<Presence>)>;
     /// Send an event to every session of `user`; returns how many sessions got it.
     async fn send(&self, user: &Email, event: UserEvent) -> usize;
 }

@@ -106,8 +106,10 @@ enum Auth {
 /// A contact I watch, and what I have been shown of them.
 struct Watched {
     view: PeerView,
-    presence: Option<Presence>,
-    shown: Option<Presence>,
+    /// Their current presence and the one I was last shown: shared snapshots, so a
+    /// contact online for a hundred watchers is one allocation, not two hundred.
+    presence: Option<Arc<Presence>>,
+    shown: Option<Arc<Presence>>,
 }
 
 struct Online {
