@@ -58,7 +58,7 @@ async fn overlong_line_without_newline_is_refused_and_closed() {
     let mut c = fresh(&cluster).await;
     // Far past the 2 KiB line cap, and never a newline.
     c.send_raw(&vec![b'A'; 64 * 1024]).await;
-    assert_eq!(lines(&c.expect_closed().await), ["200 0"]);
+    assert_eq!(c.closed_lines().await, ["200 0"]);
     bystander_fine(&cluster, &mut bob).await;
 }
 
@@ -87,7 +87,7 @@ async fn switchboard_message_over_1664_bytes_closes_the_connection() {
         format!("USR {tr} OK bob@example.com Bob")
     );
     sb.cmd_payload("MSG", "A", vec![b'x'; 1665]).await;
-    assert_eq!(lines(&sb.expect_closed().await), ["200 2"]);
+    assert_eq!(sb.closed_lines().await, ["200 2"]);
     bystander_fine(&cluster, &mut bob).await;
 }
 
@@ -97,7 +97,7 @@ async fn non_numeric_payload_count_closes_the_connection() {
     let mut c = fresh(&cluster).await;
     c.send_raw(b"VER 1 MSNP12\r\nUUX 2 lots\r\nabc").await;
     assert_eq!(c.next_line().await, "VER 1 MSNP12");
-    assert_eq!(lines(&c.expect_closed().await), ["200 2"]);
+    assert_eq!(c.closed_lines().await, ["200 2"]);
     bystander_fine(&cluster, &mut bob).await;
 }
 
@@ -169,7 +169,7 @@ async fn message_on_a_switchboard_before_usr_is_refused() {
     assert_eq!(sb.next_line().await, "715 2");
     // A forged cookie is refused and closed.
     sb.cmd("USR", "bob@example.com not-a-cookie").await;
-    assert_eq!(lines(&sb.expect_closed().await), ["911 3"]);
+    assert_eq!(sb.closed_lines().await, ["911 3"]);
     bystander_fine(&cluster, &mut bob).await;
 }
 

@@ -373,15 +373,7 @@ async fn scenario(d: u8) {
 
     // Sign-out: Bob sees Alice go offline.
     alice.send(butterfly_testkit::line("OUT")).await;
-    assert_eq!(
-        alice
-            .expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["OUT"]
-    );
+    assert_eq!(alice.closed_lines().await, ["OUT"]);
     assert_eq!(bob.next_line().await, "FLN alice@example.com");
 }
 

@@ -1,6 +1,6 @@
 //! Sign-in at the wire, per authentication family.
 
-use butterfly_testkit::{TestCluster, line_of, passport_login};
+use butterfly_testkit::{TestCluster, passport_login};
 
 #[tokio::test]
 async fn md5_login_msnp2_to_7() {
@@ -65,14 +65,7 @@ async fn wrong_password_is_911_and_close() {
     c.cmd("USR", "MD5 I alice@example.com").await;
     c.expect("USR").await;
     c.cmd("USR", "MD5 S 00000000000000000000000000000000").await;
-    assert_eq!(
-        c.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["911 3"]
-    );
+    assert_eq!(c.closed_lines().await, ["911 3"]);
     // Unknown account: same answers as a wrong password.
     let mut c = cluster.connect(7).await;
     c.cmd("VER", "MSNP7").await;
@@ -80,14 +73,7 @@ async fn wrong_password_is_911_and_close() {
     c.cmd("USR", "MD5 I nobody@example.com").await;
     c.expect("USR").await;
     c.cmd("USR", "MD5 S 00000000000000000000000000000000").await;
-    assert_eq!(
-        c.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["911 3"]
-    );
+    assert_eq!(c.closed_lines().await, ["911 3"]);
     // Passport refuses the wrong password with 401.
     assert_eq!(
         passport_login(cluster.http_addr(), "alice@example.com", "nope", "ct=1").await,
@@ -101,14 +87,7 @@ async fn wrong_password_is_911_and_close() {
     c.expect("USR").await;
     c.cmd("USR", "TWN S t=eyJhbGciOiJIUzI1NiJ9.e30.forged&p=")
         .await;
-    assert_eq!(
-        c.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["911 3"]
-    );
+    assert_eq!(c.closed_lines().await, ["911 3"]);
 }
 
 #[tokio::test]
@@ -127,14 +106,7 @@ async fn ticket_for_another_user_is_refused() {
     c.cmd("USR", "TWN I alice@example.com").await;
     c.expect("USR").await;
     c.cmd("USR", &format!("TWN S {ticket}")).await;
-    assert_eq!(
-        c.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["911 3"]
-    );
+    assert_eq!(c.closed_lines().await, ["911 3"]);
 }
 
 #[tokio::test]
@@ -142,14 +114,7 @@ async fn version_negotiation() {
     let cluster = TestCluster::start().await;
     let mut c = cluster.connect(12).await;
     c.cmd("VER", "MSNP15 MSNP14 MSNP13 CVR0").await;
-    assert_eq!(
-        c.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["VER 1 0"]
-    );
+    assert_eq!(c.closed_lines().await, ["VER 1 0"]);
     let mut c = cluster.connect(12).await;
     c.cmd("VER", "MSNP13 MSNP12 MSNP11 CVR0").await;
     assert_eq!(c.next_line().await, "VER 1 MSNP12 CVR0");
@@ -163,14 +128,6 @@ async fn second_sign_in_sends_out_oth_to_the_first() {
         .await;
     let mut first = cluster.login(11, "alice@example.com", "secret").await;
     let mut second = cluster.login(11, "alice@example.com", "secret").await;
-    assert_eq!(
-        first
-            .expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["OUT OTH"]
-    );
+    assert_eq!(first.closed_lines().await, ["OUT OTH"]);
     assert!(second.barrier().await.is_empty());
 }

@@ -1,6 +1,6 @@
 //! Server-level behaviour: shutdown, admin endpoints, timeouts, challenges, keep-alive.
 
-use butterfly_testkit::{Client, TestCluster, http, line, line_of};
+use butterfly_testkit::{Client, TestCluster, http, line};
 
 #[tokio::test]
 async fn shutdown_sends_out_ssd_to_every_client() {
@@ -16,32 +16,9 @@ async fn shutdown_sends_out_ssd_to_every_client() {
         cluster.shutdown().await,
         "every connection closed before the deadline"
     );
-    assert_eq!(
-        alice
-            .expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["OUT SSD"]
-    );
-    assert_eq!(
-        bob.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["OUT SSD"]
-    );
-    assert_eq!(
-        waiting
-            .expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["OUT SSD"]
-    );
+    assert_eq!(alice.closed_lines().await, ["OUT SSD"]);
+    assert_eq!(bob.closed_lines().await, ["OUT SSD"]);
+    assert_eq!(waiting.closed_lines().await, ["OUT SSD"]);
 }
 
 #[tokio::test]
@@ -132,15 +109,7 @@ async fn wrong_challenge_answer_is_540_and_close() {
     let tr = alice
         .cmd_payload("QRY", "PROD0090YUAUV{2B", wrong.into_bytes())
         .await;
-    assert_eq!(
-        alice
-            .expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        [format!("540 {tr}")]
-    );
+    assert_eq!(alice.closed_lines().await, [format!("540 {tr}")]);
 }
 
 #[tokio::test]
@@ -204,14 +173,7 @@ async fn switchboard_cookie_is_bound_to_its_user_and_session() {
     // Bob cannot use Alice's cookie.
     let mut sb = Client::connect(cluster.sb_addr(), 12).await;
     sb.cmd("USR", &format!("bob@example.com {cookie}")).await;
-    assert_eq!(
-        sb.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["911 1"]
-    );
+    assert_eq!(sb.closed_lines().await, ["911 1"]);
     // Alice can, once; a second session with the same cookie is refused.
     let mut sb = Client::connect(cluster.sb_addr(), 12).await;
     sb.cmd("USR", &format!("alice@example.com {cookie}")).await;
@@ -220,15 +182,7 @@ async fn switchboard_cookie_is_bound_to_its_user_and_session() {
     again
         .cmd("USR", &format!("alice@example.com {cookie}"))
         .await;
-    assert_eq!(
-        again
-            .expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["911 1"]
-    );
+    assert_eq!(again.closed_lines().await, ["911 1"]);
     // Calling someone who is offline.
     sb.cmd("CAL", "bob@example.com").await;
     assert_eq!(sb.next_line().await, "217 2");
@@ -265,12 +219,5 @@ async fn payload_limits_are_configurable() {
         .await;
     sb.expect("USR").await;
     sb.cmd_payload("MSG", "A", vec![b'x'; 65]).await;
-    assert_eq!(
-        sb.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["200 2"]
-    );
+    assert_eq!(sb.closed_lines().await, ["200 2"]);
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use butterfly_testkit::{Client, line_of};
+use butterfly_testkit::Client;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn bin() -> Command {
@@ -218,14 +218,7 @@ async fn serve_prints_listeners_and_drains_on_sigterm() {
     let mut twn = Client::connect(addrs["ns"], 12).await;
     twn.login(addrs["http"], "alice@example.com", "pw").await;
     // The second sign-in replaced the first.
-    assert_eq!(
-        md5.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["OUT OTH"]
-    );
+    assert_eq!(md5.closed_lines().await, ["OUT OTH"]);
 
     let pid = child.id().unwrap().to_string();
     assert!(
@@ -235,14 +228,7 @@ async fn serve_prints_listeners_and_drains_on_sigterm() {
             .unwrap()
             .success()
     );
-    assert_eq!(
-        twn.expect_closed()
-            .await
-            .iter()
-            .map(line_of)
-            .collect::<Vec<_>>(),
-        ["OUT SSD"]
-    );
+    assert_eq!(twn.closed_lines().await, ["OUT SSD"]);
     let status = tokio::time::timeout(butterfly_testkit::TIMEOUT, child.wait())
         .await
         .expect("exit in time")

@@ -148,6 +148,11 @@ impl Client {
         seen
     }
 
+    /// [`Client::expect_closed`], as the lines that came before the close.
+    pub async fn closed_lines(&mut self) -> Vec<String> {
+        self.expect_closed().await.iter().map(line_of).collect()
+    }
+
     /// Round-trip a PNG: every frame the server queued before it arrives first and is
     /// returned, so a test can assert that nothing (or exactly something) was sent.
     pub async fn barrier(&mut self) -> Vec<Frame> {
