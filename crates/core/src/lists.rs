@@ -795,6 +795,58 @@ mod tests {
     }
 
     #[test]
+    fn list_and_group_limits() {
+        let mut r = Roster::default();
+        for i in 0..MAX_LIST_LEN {
+            r.contacts.push(Contact {
+                user: UserId(100 + i as i64),
+                email: email(&format!("c{i}@example.com")),
+                friendly_name: "C".into(),
+                nickname: None,
+                guid: Uuid::new_v4(),
+                lists: ListMask(List::Forward.bit()),
+                groups: Vec::new(),
+                peer: PeerView::default(),
+            });
+        }
+        assert_eq!(
+            apply(&r, UserId(1), &add(List::Forward), Some(&bob())).unwrap_err(),
+            ListError::ListFull
+        );
+        // Other lists have their own room.
+        assert!(apply(&r, UserId(1), &add(List::Allow), Some(&bob())).is_ok());
+        for n in 1..=MAX_GROUPS as u32 {
+            r.groups.push(Group {
+                number: n,
+                guid: Uuid::new_v4(),
+                name: format!("g{n}"),
+            });
+        }
+        assert_eq!(
+            apply(
+                &r,
+                UserId(1),
+                &ListOp::AddGroup {
+                    name: "one more".into()
+                },
+                None
+            )
+            .unwrap_err(),
+            ListError::TooManyGroups
+        );
+        assert_eq!(
+            apply(
+                &r,
+                UserId(1),
+                &ListOp::SetFriendlyName("bad\u{7}name".into()),
+                None
+            )
+            .unwrap_err(),
+            ListError::InvalidName
+        );
+    }
+
+    #[test]
     fn privacy_rules() {
         assert!(visible_to(Privacy::AllowAll, ListMask::default()));
         assert!(!visible_to(Privacy::BlockAll, ListMask::default()));
