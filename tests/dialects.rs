@@ -266,14 +266,24 @@ async fn scenario(d: u8) {
                 format!("ADD {tr} FL 5 bob@example.com Bob 1")
             );
         } else {
+            // `ADG tr name guid 0`
             let prefix = format!("ADG {tr} Friends%20Of%20Mine ");
-            assert!(reply.starts_with(&prefix), "{reply}");
-            let gid = reply[prefix.len()..].to_owned();
+            assert!(
+                reply.starts_with(&prefix) && reply.ends_with(" 0"),
+                "{reply}"
+            );
+            let gid = reply[prefix.len()..reply.len() - 2].to_owned();
             let c = bob_guid.clone().unwrap();
             let tr = alice.cmd("ADC", &format!("FL C={c} {gid}")).await;
             assert_eq!(alice.next_line().await, format!("ADC {tr} FL C={c} {gid}"));
-            let tr = alice.cmd("RMG", &gid).await;
-            assert!(alice.next_line().await.starts_with(&format!("RMG {tr} ")));
+            let tr = alice.cmd("REG", &format!("{gid} Best%20Friends 0")).await;
+            assert_eq!(
+                alice.next_line().await,
+                format!("REG {tr} 1 Best%20Friends {gid} 0")
+            );
+            // MSN 7.0 names the group instead of giving its GUID.
+            let tr = alice.cmd("RMG", "Best%20Friends").await;
+            assert_eq!(alice.next_line().await, format!("RMG {tr} 1 {gid}"));
         }
     }
 

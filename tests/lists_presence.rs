@@ -183,6 +183,9 @@ async fn blp_bl_shows_me_only_to_my_allow_list() {
     // A bad setting is refused.
     let tr = alice.cmd("BLP", "XX").await;
     assert_eq!(alice.next_line().await, format!("201 {tr}"));
+    // The setting in force already: 218.
+    let tr = alice.cmd("BLP", "AL").await;
+    assert_eq!(alice.next_line().await, format!("218 {tr}"));
 }
 
 #[tokio::test]
@@ -198,12 +201,17 @@ async fn gtc_phones_and_sync_msnp8() {
     );
     let tr = alice.cmd("PRP", "XYZ 1").await;
     assert_eq!(alice.next_line().await, format!("201 {tr}"));
+    // Clearing a number: no empty field in the echo, and nothing left to sync.
+    let tr = alice.cmd("PRP", "PHW").await;
+    assert_eq!(alice.next_line().await, format!("PRP {tr} 3 PHW"));
+    let tr = alice.cmd("GTC", "N").await;
+    assert_eq!(alice.next_line().await, format!("218 {tr}"));
     let tr = alice.cmd("SYN", "0").await;
     let lines: Vec<String> = alice.barrier().await.iter().map(line_of).collect();
     assert_eq!(
         lines,
         [
-            format!("SYN {tr} 2 0 1"),
+            format!("SYN {tr} 3 0 1"),
             "GTC N".into(),
             "BLP AL".into(),
             "PRP PHH 555%201234".into(),
@@ -275,8 +283,8 @@ async fn nickname_and_group_guids_msnp10() {
     );
     let tr = a.cmd("ADG", "Pals 0").await;
     let adg = a.next_line().await;
-    let gid = adg.rsplit(' ').next().unwrap().to_owned();
-    assert_eq!(adg, format!("ADG {tr} Pals {gid}"));
+    let gid = adg.split(' ').nth(3).unwrap().to_owned();
+    assert_eq!(adg, format!("ADG {tr} Pals {gid} 0"));
     let tr = a.cmd("ADC", &format!("FL C={guid} {gid}")).await;
     assert_eq!(a.next_line().await, format!("ADC {tr} FL C={guid} {gid}"));
     let tr = a.cmd("SYN", "0 0").await;
@@ -396,4 +404,58 @@ async fn three_people_in_one_switchboard_session() {
     carol_sb.send(line("OUT")).await;
     assert_eq!(a.next_line().await, "BYE carol@example.com");
     assert_eq!(sbs[0].0.next_line().await, "BYE carol@example.com");
+}
+
+#[tokio::test]
+async fn a_personal_message_that_goes_away_is_cleared() {
+    let cluster = cluster_with(&[("alice@example.com", "Alice"), ("bob@example.com", "Bob")]).await;
+    let mut alice = online(&cluster, 11, "alice@example.com", "NLN").await;
+    assert!(
+        add(&mut alice, "FL", "bob@example.com")
+            .await
+            .starts_with("ADC")
+    );
+    let mut bob = online(&cluster, 12, "bob@example.com", "NLN").await;
+    alice
+        .expect_where("Bob online", |f| f.verb.as_str() == "NLN")
+        .await;
+    let doc = b"<Data><PSM>away soon</PSM><CurrentMedia></CurrentMedia></Data>".to_vec();
+    let tr = bob.cmd_payload("UUX", "", doc.clone()).await;
+    bob.expect_where("UUX reply", |f| f.tr_id() == Some(tr))
+        .await;
+    assert_eq!(alice.expect("UBX").await.payload.as_deref(), Some(&doc[..]));
+    // Bob signs in again elsewhere, without a personal message this time. Depending on
+    // whether his old session is gone before the new one's CHG, Alice sees him go offline
+    // and come back (which drops the message) or an empty UBX; never the stale message.
+    let _bob2 = online(&cluster, 12, "bob@example.com", "NLN").await;
+    assert_eq!(
+        bob.closed_lines().await.last().map(String::as_str),
+        Some("OUT OTH")
+    );
+    let mut went_offline = false;
+    loop {
+        let f = alice.next().await;
+        match f.verb.as_str() {
+            "FLN" => went_offline = true,
+            "NLN" if went_offline => break,
+            "UBX" => {
+                let empty = &b"<Data><PSM></PSM><CurrentMedia></CurrentMedia></Data>"[..];
+                assert_eq!(
+                    f.payload.as_deref(),
+                    Some(empty),
+                    "only an empty document may follow"
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        alice
+            .barrier()
+            .await
+            .iter()
+            .all(|f| f.payload.as_deref() != Some(&doc[..])),
+        "the old message came back"
+    );
 }

@@ -168,6 +168,9 @@ pub const PRODUCTS: &[Product] = &[
     row("PROD0038W!61ZTF9", "VT6PX?UQTM4WM%YR", 8, 10),
     row("PROD0058#7IL2{QD", "QHDCY@7R1TB6W?5B", 8, 10),
     row("PROD0061VRRZH@4F", "JXQ6J@TUOGYV@N0M", 8, 10),
+    // Two more MSNP≤10 pairs that Escargot's table has and OVERVIEW.md §4 lacks.
+    row("PROD00504RLUG%WL", "I2EBK%PYNLZL5_J4", 6, 10),
+    row("PROD0076ENE8*@AW", "CEQJ8}OE0!WTSWII", 6, 10),
     row("PROD0090YUAUV{2B", "YMM8C_H7KCQ2S_KL", 11, 12),
     row("PROD0101{0RM?UBW", "CFHUR$52U_{VIX5T", 11, 12),
     row("PROD01065C%ZFN6F", "O4BG@C7BWLYQX?5G", 13, 14),
@@ -564,7 +567,7 @@ mod tests {
 
     #[test]
     fn product_table_is_consistent() {
-        assert_eq!(PRODUCTS.len(), 13);
+        assert_eq!(PRODUCTS.len(), 15);
         for (i, p) in PRODUCTS.iter().enumerate() {
             assert!(
                 p.min_dialect >= 6 && p.min_dialect <= p.max_dialect,

@@ -31,6 +31,9 @@ use uuid::Uuid;
 
 use crate::{Config, Deps, sync};
 
+/// The UBX document that clears a contact's personal message.
+const EMPTY_PERSONAL: &[u8] = b"<Data><PSM></PSM><CurrentMedia></CurrentMedia></Data>";
+
 /// Errors before sign-in after which we stop answering and close.
 const MAX_ERRORS_BEFORE_LOGIN: u32 = 20;
 /// Most bytes we hold for a client that is not reading.
@@ -382,11 +385,13 @@ impl Session {
                     return Ok(());
                 };
                 let g = out.group.as_ref().expect("AddGroup returns its group");
+                // MSNP10+: `ADG tr name guid 0`, as Escargot answers MSN 6.2–7.5.
                 let f = if dialect::uses_guids(self.dialect()) {
                     Frame::new(b"ADG")
                         .arg(tr)
                         .arg(text::encode(&name))
                         .arg(g.guid)
+                        .arg(0)
                 } else {
                     Frame::new(b"ADG")
                         .arg(tr)
@@ -406,7 +411,18 @@ impl Session {
                 let Some(out) = self.edit(tr, ListOp::RemoveGroup { group: gref }).await? else {
                     return Ok(());
                 };
-                self.send(Frame::new(b"RMG").arg(tr).arg(out.version).arg(group));
+                // MSNP10+ has no list versions; Escargot (tested with those clients) puts 1.
+                let id = match gref {
+                    GroupRef::Guid(g) => g.to_string(),
+                    GroupRef::Number(n) => n.to_string(),
+                };
+                let f = self.versioned(b"RMG", tr, out.version);
+                let f = if dialect::uses_guids(self.dialect()) {
+                    f.arg(1)
+                } else {
+                    f
+                };
+                self.send(f.arg(id));
                 Ok(())
             }
             NsCommand::Reg { tr, group, name } => {
@@ -426,14 +442,24 @@ impl Session {
                 else {
                     return Ok(());
                 };
-                self.send(
+                // MSNP7–9: `REG tr ver gid name 0`; MSNP10+: `REG tr 1 name guid 0`, the
+                // order Escargot answers MSN 6.2–7.5 with.
+                let f = if dialect::uses_guids(self.dialect()) {
+                    Frame::new(b"REG")
+                        .arg(tr)
+                        .arg(1)
+                        .arg(text::encode(&name))
+                        .arg(group)
+                        .arg(0)
+                } else {
                     Frame::new(b"REG")
                         .arg(tr)
                         .arg(out.version)
                         .arg(group)
                         .arg(text::encode(&name))
-                        .arg(0),
-                );
+                        .arg(0)
+                };
+                self.send(f);
                 Ok(())
             }
             NsCommand::Rea { tr, email, name } => {
@@ -468,8 +494,14 @@ impl Session {
                     .await?
                 };
                 let Some(out) = out else { return Ok(()) };
-                let f = self.versioned(b"PRP", tr, out.version);
-                self.send(f.arg(key).arg(text::encode(&value)));
+                let f = self.versioned(b"PRP", tr, out.version).arg(key);
+                // A cleared value is left out, not sent as an empty field.
+                let f = if value.is_empty() {
+                    f
+                } else {
+                    f.arg(text::encode(&value))
+                };
+                self.send(f);
                 Ok(())
             }
             NsCommand::Sbp {
@@ -515,12 +547,16 @@ impl Session {
                 Ok(())
             }
             NsCommand::Blp { tr, setting } => {
-                let op = Privacy::parse(&setting).map(ListOp::SetPrivacy);
-                self.setting(tr, b"BLP", &setting, op).await
+                let p = Privacy::parse(&setting);
+                let unchanged = p == Some(self.me().roster.privacy);
+                self.setting(tr, b"BLP", &setting, p.map(ListOp::SetPrivacy), unchanged)
+                    .await
             }
             NsCommand::Gtc { tr, setting } => {
-                let op = Gtc::parse(&setting).map(ListOp::SetGtc);
-                self.setting(tr, b"GTC", &setting, op).await
+                let g = Gtc::parse(&setting);
+                let unchanged = g == Some(self.me().roster.gtc);
+                self.setting(tr, b"GTC", &setting, g.map(ListOp::SetGtc), unchanged)
+                    .await
             }
             NsCommand::Qry {
                 tr,
@@ -588,12 +624,24 @@ impl Session {
         }
     }
 
-    /// BLP/GTC: store the setting, echo it (`None` = not a valid value: 201).
-    async fn setting(&mut self, tr: TrId, verb: &[u8; 3], value: &str, op: Option<ListOp>) -> Flow {
+    /// BLP/GTC: store the setting, echo it (`None` = not a valid value: 201; the value
+    /// already in force: 218, as the official servers answered).
+    async fn setting(
+        &mut self,
+        tr: TrId,
+        verb: &[u8; 3],
+        value: &str,
+        op: Option<ListOp>,
+        unchanged: bool,
+    ) -> Flow {
         let Some(op) = op else {
             self.error(ErrorCode::InvalidParameter, Some(tr));
             return Ok(());
         };
+        if unchanged {
+            self.error(ErrorCode::AlreadyInMode, Some(tr));
+            return Ok(());
+        }
         if let Some(out) = self.edit(tr, op).await? {
             let f = self.versioned(verb, tr, out.version).arg(value);
             self.send(f);
@@ -897,11 +945,16 @@ impl Session {
                     ));
                 }
                 let old_personal = old.as_ref().and_then(|o| o.personal.clone());
-                if d >= 11
-                    && new.personal != old_personal
-                    && let Some(doc) = &new.personal
-                {
-                    out.push(reply::ubx(d, email.as_str(), doc.clone()));
+                if d >= 11 && new.personal != old_personal {
+                    // A message that went away is cleared with an empty document, or the
+                    // watcher would keep showing the old one.
+                    let doc = new
+                        .personal
+                        .clone()
+                        .unwrap_or_else(|| Bytes::from_static(EMPTY_PERSONAL));
+                    if new.personal.is_some() || old_personal.is_some() {
+                        out.push(reply::ubx(d, email.as_str(), doc));
+                    }
                 }
             }
             (None, None) => {}
@@ -1062,7 +1115,16 @@ impl Session {
 
     fn group_ref(&self, s: &str) -> Option<GroupRef> {
         if dialect::uses_guids(self.dialect()) {
-            Uuid::parse_str(s).ok().map(GroupRef::Guid)
+            Uuid::parse_str(s).ok().map(GroupRef::Guid).or_else(|| {
+                // MSN 7.0 sends the group's name instead of its GUID in RMG.
+                let name = text::decode(s);
+                let roster = &self.me().roster;
+                roster
+                    .groups
+                    .iter()
+                    .find(|g| g.name == name)
+                    .map(|g| GroupRef::Guid(g.guid))
+            })
         } else {
             s.parse().ok().map(GroupRef::Number)
         }
