@@ -1,6 +1,7 @@
 //! Signed tickets: the Passport ticket a client presents to the NS (`USR TWN S`), and the
-//! switchboard cookie (`XFR SB`/`RNG` → `USR`/`ANS`). Both are JWTs (HS256, with a key id
-//! for rotation), so a gateway or shard verifies them without a lookup.
+//! switchboard cookie (`XFR SB`/`RNG` → `USR`/`ANS`). Both are signed with one key — the
+//! ticket as a JWT (HS256, with a key id for rotation), the cookie as a compact HMAC
+//! token — so a gateway or shard verifies them without a lookup.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,37 +27,37 @@ pub struct PassportClaims {
     pub exp: u64,
 }
 
-/// What a switchboard cookie proves: who may join which session, and how to talk to them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SbClaims {
-    pub sub: Email,
-    /// Friendly name at the time of the XFR/RNG.
-    pub name: String,
-    pub caps: String,
-    pub dialect: u8,
+/// What a switchboard cookie grants its user: a session, as caller or invitee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SbGrant {
     /// The session: a new one the caller opens (XFR), or the one the invitee answers (RNG).
     pub sid: u32,
     /// true for an invitee's cookie (only good for ANS).
     pub answer: bool,
-    pub aud: String,
-    pub exp: u64,
 }
 
 /// The ticket port.
 pub trait Tickets: Send + Sync + 'static {
     fn issue_passport(&self, user: UserId, email: &Email) -> String;
     fn verify_passport(&self, token: &str) -> Result<PassportClaims, TicketError>;
-    /// `claims.exp` and `claims.aud` are filled in by the issuer.
-    fn issue_sb(&self, claims: SbClaims) -> String;
-    fn verify_sb(&self, token: &str) -> Result<SbClaims, TicketError>;
+    /// A short-lived switchboard cookie for `user`.
+    fn issue_sb(&self, user: &Email, grant: SbGrant) -> String;
+    /// Check a cookie presented by `user` (the name on the USR/ANS line).
+    fn verify_sb(&self, cookie: &str, user: &Email) -> Result<SbGrant, TicketError>;
 }
 
 const AUD_PASSPORT: &str = "butterfly-passport";
 const AUD_SB: &str = "butterfly-sb";
 
-/// JWT tickets with one HMAC key.
+/// Passport tickets as JWTs, switchboard cookies as compact HMAC tokens, one key.
+///
+/// Switchboard cookies stay short (`sid.expiry.role.mac`, ~45 characters) like the
+/// official `17262740.1050826919.32308`: MSN 1.x–4.x clients date from before tokens of
+/// hundreds of characters, and the switchboard reads the user's name and capabilities
+/// from the bus rather than from the cookie.
 pub struct JwtTickets {
     kid: String,
+    mac_key: Vec<u8>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     passport_ttl: Duration,
@@ -68,6 +69,7 @@ impl JwtTickets {
     pub fn new(kid: impl Into<String>, secret: &[u8]) -> Self {
         JwtTickets {
             kid: kid.into(),
+            mac_key: secret.to_vec(),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             passport_ttl: Duration::from_secs(24 * 3600),
@@ -79,6 +81,15 @@ impl JwtTickets {
         self.passport_ttl = passport;
         self.sb_ttl = sb;
         self
+    }
+
+    /// 96 bits of HMAC-SHA256 over the cookie's fields and the user, as hex.
+    fn sb_mac(&self, user: &Email, sid: u32, exp: u64, role: char) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
+            .expect("HMAC takes any key length");
+        mac.update(format!("{AUD_SB}\n{user}\n{sid}\n{exp}\n{role}").as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..12])
     }
 
     fn encode<T: Serialize>(&self, claims: &T) -> String {
@@ -128,20 +139,92 @@ impl Tickets for JwtTickets {
         self.decode(token, AUD_PASSPORT)
     }
 
-    fn issue_sb(&self, mut claims: SbClaims) -> String {
-        claims.aud = AUD_SB.into();
-        claims.exp = expiry(self.sb_ttl);
-        self.encode(&claims)
+    fn issue_sb(&self, user: &Email, grant: SbGrant) -> String {
+        let exp = expiry(self.sb_ttl);
+        let role = if grant.answer { 'A' } else { 'C' };
+        let mac = self.sb_mac(user, grant.sid, exp, role);
+        format!("{}.{exp}.{role}.{mac}", grant.sid)
     }
 
-    fn verify_sb(&self, token: &str) -> Result<SbClaims, TicketError> {
-        self.decode(token, AUD_SB)
+    fn verify_sb(&self, cookie: &str, user: &Email) -> Result<SbGrant, TicketError> {
+        let mut parts = cookie.split('.');
+        let (Some(sid), Some(exp), Some(role), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(TicketError::Invalid);
+        };
+        let (Ok(sid), Ok(exp)) = (sid.parse::<u32>(), exp.parse::<u64>()) else {
+            return Err(TicketError::Invalid);
+        };
+        let answer = match role {
+            "A" => true,
+            "C" => false,
+            _ => return Err(TicketError::Invalid),
+        };
+        let role = if answer { 'A' } else { 'C' };
+        let expected = self.sb_mac(user, sid, exp, role);
+        if !crate::account::constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
+            return Err(TicketError::Invalid);
+        }
+        if exp < expiry(Duration::ZERO) {
+            return Err(TicketError::Expired);
+        }
+        Ok(SbGrant { sid, answer })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switchboard_cookies_are_short_and_bound_to_user_session_and_role() {
+        let t = JwtTickets::new("k1", b"0123456789abcdef0123456789abcdef");
+        let alice = Email::parse("alice@example.com").unwrap();
+        let bob = Email::parse("bob@example.com").unwrap();
+        let grant = SbGrant {
+            sid: 11752013,
+            answer: true,
+        };
+        let cookie = t.issue_sb(&alice, grant);
+        assert!(cookie.len() <= 48 && !cookie.contains(' '), "{cookie}");
+        assert_eq!(t.verify_sb(&cookie, &alice), Ok(grant));
+        assert_eq!(t.verify_sb(&cookie, &bob), Err(TicketError::Invalid));
+        // Changing the session or the role breaks the MAC.
+        let forged_sid = cookie.replacen("11752013", "11752014", 1);
+        assert_eq!(t.verify_sb(&forged_sid, &alice), Err(TicketError::Invalid));
+        let forged_role = cookie.replace(".A.", ".C.");
+        assert_eq!(t.verify_sb(&forged_role, &alice), Err(TicketError::Invalid));
+        let other_key = JwtTickets::new("k2", b"another key another key another!");
+        assert_eq!(
+            other_key.verify_sb(&cookie, &alice),
+            Err(TicketError::Invalid)
+        );
+        for junk in ["", "1.2.3", "a.b.C.d", "1.2.X.00", "1.2.C.00.extra"] {
+            assert_eq!(
+                t.verify_sb(junk, &alice),
+                Err(TicketError::Invalid),
+                "{junk}"
+            );
+        }
+        let expired = JwtTickets::new("k1", b"0123456789abcdef0123456789abcdef")
+            .with_ttls(Duration::ZERO, Duration::ZERO);
+        let old = expired.issue_sb(&alice, grant);
+        // Issued with a zero lifetime: valid through the current second only.
+        let parts: Vec<&str> = old.split('.').collect();
+        let past = format!(
+            "{}.{}.{}.{}",
+            parts[0],
+            1,
+            parts[2],
+            expired.sb_mac(&alice, grant.sid, 1, 'A')
+        );
+        assert_eq!(expired.verify_sb(&past, &alice), Err(TicketError::Expired));
+    }
 
     #[test]
     fn passport_round_trip_and_tamper() {
@@ -153,7 +236,7 @@ mod tests {
         let other = JwtTickets::new("k2", b"another key another key another!");
         assert_eq!(other.verify_passport(&tok), Err(TicketError::Invalid));
         // A passport ticket is not a switchboard cookie.
-        assert_eq!(t.verify_sb(&tok), Err(TicketError::Invalid));
+        assert_eq!(t.verify_sb(&tok, &email), Err(TicketError::Invalid));
         assert_eq!(t.verify_passport("garbage"), Err(TicketError::Invalid));
     }
 

@@ -13,7 +13,7 @@ use butterfly_core::lists::{
 };
 use butterfly_core::metrics;
 use butterfly_core::presence::{Presence, Status};
-use butterfly_core::tickets::SbClaims;
+use butterfly_core::tickets::SbGrant;
 use bytes::Bytes;
 use msnp::codec::{DecodeError, Decoded, Direction, MsnpCodec, RejectReason, Rejection};
 use msnp::command::{NsCommand, TrId, UsrAuth};
@@ -1043,21 +1043,9 @@ impl Session {
     }
 
     fn sb_cookie(&self, sid: u32, answer: bool) -> String {
-        let me = self.me();
-        let (name, caps) = match &me.presence {
-            Some(p) => (p.friendly_name.clone(), p.caps.clone()),
-            None => (me.roster.friendly_name.clone(), "0".into()),
-        };
-        self.deps.tickets.issue_sb(SbClaims {
-            sub: me.email.clone(),
-            name,
-            caps,
-            dialect: self.dialect(),
-            sid,
-            answer,
-            aud: String::new(),
-            exp: 0,
-        })
+        self.deps
+            .tickets
+            .issue_sb(&self.me().email, SbGrant { sid, answer })
     }
 
     fn xfr(&mut self, tr: TrId, target: &str) -> Flow {

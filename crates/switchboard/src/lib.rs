@@ -17,7 +17,7 @@ use butterfly_core::bus::{Bus, UserEvent};
 use butterfly_core::metrics;
 use butterfly_core::presence::Status;
 use butterfly_core::store::Store;
-use butterfly_core::tickets::{SbClaims, Tickets};
+use butterfly_core::tickets::Tickets;
 use bytes::Bytes;
 use msnp::codec::{DecodeError, Decoded, Direction, Limits, MsnpCodec, RejectReason};
 use msnp::command::{AckMode, SbCommand, TrId};
@@ -136,6 +136,15 @@ pub async fn run(config: Config, deps: Deps, listener: TcpListener, shutdown: Ca
         .instrument(span)
     })
     .await;
+}
+
+/// Someone a USR or ANS lets in.
+struct Entrant {
+    sid: u32,
+    email: Email,
+    name: String,
+    caps: String,
+    dialect: u8,
 }
 
 struct Joined {
@@ -296,9 +305,8 @@ impl Conn {
                     self.error(ErrorCode::AlreadyLoggedIn, Some(tr));
                     return Ok(());
                 }
-                let claims = match self.deps.tickets.verify_sb(&cookie) {
-                    Ok(c) if !c.answer && same_user(&c.sub, &email) => c,
-                    _ => return self.auth_failed(tr),
+                let Some(claims) = self.admit(&email, &cookie, false).await else {
+                    return self.auth_failed(tr);
                 };
                 // The cookie names a fresh session; refuse a replay onto an existing one.
                 let created = self.shard.with(|s| match s.entry(claims.sid) {
@@ -316,7 +324,7 @@ impl Conn {
                     Frame::new(b"USR")
                         .arg(tr)
                         .arg("OK")
-                        .arg(&claims.sub)
+                        .arg(&claims.email)
                         .arg(text::encode(&claims.name)),
                 );
                 info!(sid = claims.sid, "Session opened");
@@ -333,19 +341,13 @@ impl Conn {
                     self.error(ErrorCode::AlreadyLoggedIn, Some(tr));
                     return Ok(());
                 }
-                let claims = match self.deps.tickets.verify_sb(&cookie) {
-                    Ok(c)
-                        if c.answer
-                            && same_user(&c.sub, &email)
-                            && session.parse() == Ok(c.sid) =>
-                    {
-                        c
-                    }
+                let claims = match self.admit(&email, &cookie, true).await {
+                    Some(c) if session.parse() == Ok(c.sid) => c,
                     _ => return self.auth_failed(tr),
                 };
                 let invited = self.shard.with(|s| {
                     s.get_mut(&claims.sid)
-                        .is_some_and(|cs| cs.invited.remove(&claims.sub))
+                        .is_some_and(|cs| cs.invited.remove(&claims.email))
                 });
                 if !invited {
                     return self.auth_failed(tr);
@@ -418,12 +420,39 @@ impl Conn {
     }
 
     /// Enter the session named by the cookie; returns who was already there.
-    fn join(&mut self, claims: &SbClaims) -> Vec<(Email, String, String)> {
+    /// Check a USR/ANS: the cookie must be this user's, for this role, and the user
+    /// signed in (their name, capabilities and dialect come from their presence).
+    async fn admit(&self, email: &str, cookie: &str, answer: bool) -> Option<Entrant> {
+        // MSNP16+ adds ;{machine-guid}; the account is what the cookie is bound to.
+        let email = Email::parse(email.split(';').next().unwrap_or(email)).ok()?;
+        let grant = self
+            .deps
+            .tickets
+            .verify_sb(cookie, &email)
+            .ok()
+            .filter(|g| g.answer == answer)?;
+        let (_, p) = self
+            .deps
+            .bus
+            .presence(std::slice::from_ref(&email))
+            .await
+            .into_iter()
+            .next()?;
+        Some(Entrant {
+            sid: grant.sid,
+            name: p.friendly_name.clone(),
+            caps: p.caps.clone(),
+            dialect: p.dialect,
+            email,
+        })
+    }
+
+    fn join(&mut self, claims: &Entrant) -> Vec<(Email, String, String)> {
         let (tx, rx) = mpsc::channel(PARTICIPANT_QUEUE);
         self.rx = Some(rx);
         let me = Participant {
             conn: self.conn,
-            email: claims.sub.clone(),
+            email: claims.email.clone(),
             name: claims.name.clone(),
             caps: claims.caps.clone(),
             tx,
@@ -451,7 +480,7 @@ impl Conn {
         });
         self.joined = Some(Joined {
             sid: claims.sid,
-            email: claims.sub.clone(),
+            email: claims.email.clone(),
             name: claims.name.clone(),
             dialect: claims.dialect,
         });
@@ -559,12 +588,6 @@ impl Conn {
             .await
             .is_ok_and(|v| v.lets_me_see())
     }
-}
-
-fn same_user(claimed: &Email, given: &str) -> bool {
-    // MSNP16+ adds ;{machine-guid}; the account is what matters here.
-    let bare = given.split(';').next().unwrap_or(given);
-    Email::parse(bare).is_ok_and(|e| &e == claimed)
 }
 
 async fn recv_opt(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
