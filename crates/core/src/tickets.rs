@@ -160,12 +160,11 @@ impl Tickets for JwtTickets {
         let (Ok(sid), Ok(exp)) = (sid.parse::<u32>(), exp.parse::<u64>()) else {
             return Err(TicketError::Invalid);
         };
-        let answer = match role {
-            "A" => true,
-            "C" => false,
+        let (answer, role) = match role {
+            "A" => (true, 'A'),
+            "C" => (false, 'C'),
             _ => return Err(TicketError::Invalid),
         };
-        let role = if answer { 'A' } else { 'C' };
         let expected = self.sb_mac(user, sid, exp, role);
         if !crate::account::constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
             return Err(TicketError::Invalid);
