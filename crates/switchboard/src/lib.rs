@@ -151,6 +151,8 @@ struct Joined {
     sid: u32,
     email: Email,
     name: String,
+    /// The name as every relayed MSG header carries it, encoded once.
+    name_encoded: String,
     dialect: u8,
 }
 
@@ -377,7 +379,7 @@ impl Conn {
                 metrics::inc(&metrics::global().sb_messages_total);
                 let relay = Frame::new(b"MSG")
                     .arg(&me.email)
-                    .arg(text::encode(&me.name))
+                    .arg(&me.name_encoded)
                     .payload(payload)
                     .to_bytes();
                 let (sid, conn) = (me.sid, self.conn);
@@ -482,6 +484,7 @@ impl Conn {
             sid: claims.sid,
             email: claims.email.clone(),
             name: claims.name.clone(),
+            name_encoded: text::encode(&claims.name),
             dialect: claims.dialect,
         });
         others
