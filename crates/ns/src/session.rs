@@ -122,7 +122,7 @@ struct Online {
     roster: Roster,
     /// My presence, set by CHG; None until the first CHG.
     presence: Option<Presence>,
-    /// UUX document received before the first CHG.
+    /// My latest UUX document (also carried by `presence` once there is one).
     personal: Option<Bytes>,
     watched: HashMap<Email, Watched>,
     challenge: Option<String>,
@@ -861,11 +861,8 @@ impl Session {
             friendly_name: me.roster.friendly_name.clone(),
             caps: caps.unwrap_or_else(|| "0".into()),
             msnobj,
-            personal: me
-                .presence
-                .as_ref()
-                .and_then(|p| p.personal.clone())
-                .or_else(|| me.personal.clone()),
+            // `personal` holds the latest UUX document, sent before or after this CHG.
+            personal: me.personal.clone(),
             dialect: d,
         };
         me.presence = Some(presence.clone());
