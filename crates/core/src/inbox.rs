@@ -2,9 +2,9 @@
 //! session that it overflowed.
 //!
 //! Every signed-in connection owns one, so its size matters more than its speed: a tokio
-//! `mpsc` channel costs about a kilobyte per session before any event, and a separate
-//! cancellation token would be needed to report overflow. This is a mutex-guarded deque
-//! and a `Notify` (about a hundred bytes), with overflow as part of the queue's state.
+//! `mpsc` channel allocates its shared state and a first block of slots up front, and a
+//! separate cancellation token would be needed to report overflow. This is a mutex-guarded
+//! deque and a `Notify` (88 bytes, see the test below), with overflow part of its state.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -178,5 +178,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got, Received::Event(ev(7)));
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// An inbox is one allocation of this size per session (plus the `Arc` counts).
+    #[test]
+    fn inbox_stays_small() {
+        let size = std::mem::size_of::<super::Shared>();
+        eprintln!("inbox: {size} bytes");
+        assert!(size <= 128, "the inbox grew to {size} bytes");
     }
 }
