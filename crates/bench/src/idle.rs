@@ -22,7 +22,7 @@ use crate::server::{DataDir, Server, check_socket_budget};
 /// cheaper hash would be quicker to seed, but argon2's memory blocks below the allocator's
 /// mmap threshold, 128 KiB, come from the heap and leave it fragmented, which would be
 /// measured as per-connection memory that a default deployment does not have.) MSNP8+
-/// sign-ins check it through Passport; at ~17 ms each, 5,000 take about a minute, well
+/// sign-ins check it through Passport; at ~14 ms of CPU each, 5,000 took 40 s (docs/BENCHMARKS.md), well
 /// inside the server's 300 s idle timeout.
 pub(crate) const IDLE_COST: PasswordCost = PasswordCost {
     memory_kib: 19 * 1024,
