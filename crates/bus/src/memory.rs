@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use butterfly_core::Email;
-use butterfly_core::bus::{Bus, Event, SessionId, UserEvent};
+use butterfly_core::bus::{Bus, BusError, Event, SessionId, UserEvent};
 use butterfly_core::inbox::InboxSender;
 use butterfly_core::presence::Presence;
 
@@ -161,11 +161,11 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn attach(&self, user: &Email, inbox: InboxSender) -> SessionId {
+    async fn attach(&self, user: &Email, inbox: InboxSender) -> Result<SessionId, BusError> {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         // The new session has no presence yet, so the effective presence does not change.
         self.state().fanout.attach(session, user.clone(), inbox);
-        session
+        Ok(session)
     }
 
     async fn detach(&self, session: SessionId) {

@@ -157,7 +157,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let dyn_store: Arc<dyn Store> = store.clone();
 
     let ns_config = butterfly_ns::Config {
-        sb_address: format!("{public_host}:{}", sb.port()),
         strict_challenges: settings.strict_challenges,
         limits: settings.ns_limits,
         ..butterfly_ns::Config::default()
@@ -166,6 +165,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         store: dyn_store.clone(),
         bus: bus.clone(),
         tickets: tickets.clone(),
+        switchboards: Arc::new(butterfly_core::switchboards::OneSwitchboard(format!(
+            "{public_host}:{}",
+            sb.port()
+        ))),
     };
     tasks.spawn(butterfly_ns::run(
         ns_config,

@@ -58,12 +58,19 @@ pub enum UserEvent {
 /// How many events may wait for one session before it is cut off as a slow consumer.
 pub const SESSION_QUEUE: usize = 1024;
 
+/// The bus could not register a session (distributed: Redis is unreachable). Sign-in
+/// fails with an MSNP error; every other call degrades (logged) instead of failing,
+/// because a session that is already signed in should keep working where it can.
+#[derive(Debug, thiserror::Error)]
+#[error("bus unavailable: {0}")]
+pub struct BusError(pub String);
+
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Register a session of `user`. Its events arrive in its inbox (each published
     /// event is allocated once and shared by every recipient); when the inbox is full the
     /// event is dropped and the inbox reports overflow, so the session closes.
-    async fn attach(&self, user: &Email, inbox: InboxSender) -> SessionId;
+    async fn attach(&self, user: &Email, inbox: InboxSender) -> Result<SessionId, BusError>;
     /// Forget a session: its watches, its presence (publishing offline if it was the
     /// user's current presence), and its queue.
     async fn detach(&self, session: SessionId);

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod net;
 pub mod presence;
 pub mod store;
+pub mod switchboards;
 pub mod tickets;
 
 pub use account::{Account, Email, UserId};

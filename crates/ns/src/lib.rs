@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use butterfly_core::bus::Bus;
 use butterfly_core::store::Store;
+use butterfly_core::switchboards::Switchboards;
 use butterfly_core::tickets::Tickets;
 use msnp::codec::Limits;
 use tokio::net::TcpListener;
@@ -21,8 +22,6 @@ use tokio_util::sync::CancellationToken;
 /// NS settings. Defaults suit a real deployment; tests shorten the timers.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `host:port` of the switchboard, written into `XFR SB` and `RNG`.
-    pub sb_address: String,
     /// Dialects offered in VER negotiation.
     pub dialects: RangeInclusive<u8>,
     pub limits: Limits,
@@ -44,7 +43,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            sb_address: "127.0.0.1:1864".into(),
             dialects: 2..=12,
             limits: Limits::NS,
             login_timeout: Duration::from_secs(60),
@@ -64,6 +62,8 @@ pub struct Deps {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub tickets: Arc<dyn Tickets>,
+    /// Where `XFR SB` sends a caller.
+    pub switchboards: Arc<dyn Switchboards>,
 }
 
 /// Serve MSNP clients on `listener` until `shutdown`; every connection is then sent
@@ -98,6 +98,9 @@ mod tests {
             store: Arc::new(store),
             bus: Arc::new(butterfly_bus::MemoryBus::new()),
             tickets: Arc::new(butterfly_core::tickets::JwtTickets::new("k", &[7; 32])),
+            switchboards: Arc::new(butterfly_core::switchboards::OneSwitchboard(
+                "127.0.0.1:1864".into(),
+            )),
         };
         let task = crate::session::run(
             Arc::new(crate::Config::default()),

@@ -773,7 +773,14 @@ impl Session {
         };
         tracing::Span::current().record("user", account.email.as_str());
         let bus = self.deps.bus.clone();
-        let session = bus.attach(&account.email, self.inbox_tx.clone()).await;
+        let session = match bus.attach(&account.email, self.inbox_tx.clone()).await {
+            Ok(session) => session,
+            Err(e) => {
+                warn!(error = %e, "Session registration failed at sign-in");
+                self.error(ErrorCode::ServerUnavailable, Some(tr));
+                return Err(Close::Refused);
+            }
+        };
         bus.send(&account.email, UserEvent::SignedInElsewhere { session })
             .await;
         let watch: Vec<Email> = roster
@@ -1061,7 +1068,11 @@ impl Session {
         }
         let sid = rand::random::<u32>() & 0x7fff_ffff;
         let cookie = self.sb_cookie(sid, false);
-        let addr = self.config.sb_address.clone();
+        let Some(addr) = self.deps.switchboards.pick() else {
+            warn!("XFR SB with no live switchboard shard");
+            self.error(ErrorCode::ServerUnavailable, Some(tr));
+            return Ok(());
+        };
         self.send(reply::xfr_sb(self.dialect(), tr, &addr, &cookie));
         Ok(())
     }
