@@ -40,7 +40,10 @@ struct Client {
 
 async fn attach_with(bus: &MemoryBus, user: &str, capacity: usize) -> Client {
     let (tx, rx) = inbox(capacity);
-    let id = bus.attach(&email(user), tx).await.expect("in-process attach");
+    let id = bus
+        .attach(&email(user), tx)
+        .await
+        .expect("in-process attach");
     Client { id, rx }
 }
 
