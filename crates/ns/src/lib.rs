@@ -38,6 +38,9 @@ pub struct Config {
     /// How long a write may block on a client that does not read before it is dropped.
     pub write_timeout: Duration,
     pub max_connections: usize,
+    /// On shutdown, each signed-in session says `OUT SSD` at a random moment within this
+    /// window, so its clients do not all reconnect elsewhere at once.
+    pub drain_spread: Duration,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             strict_challenges: true,
             write_timeout: Duration::from_secs(30),
             max_connections: 100_000,
+            drain_spread: Duration::ZERO,
         }
     }
 }

@@ -39,6 +39,21 @@ const MAX_ERRORS_BEFORE_LOGIN: u32 = 20;
 /// Most bytes we hold for a client that is not reading.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
+/// Commands a client may send the NS. Anything else is counted as `other`, so a client
+/// cannot create metric series at will.
+const NS_VERBS: &[&str] = &[
+    "ADC", "ADD", "ADG", "BLP", "CHG", "CVR", "GCF", "GTC", "IMS", "INF", "OUT", "PNG", "PRP",
+    "QRY", "REA", "REG", "REM", "RMG", "SBP", "SYN", "URL", "USR", "UUX", "VER", "XFR",
+];
+
+fn verb_label(verb: &[u8]) -> &'static str {
+    NS_VERBS
+        .iter()
+        .find(|v| v.as_bytes() == verb)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// The connection's task. A plain function returning the future (not an `async fn`
 /// awaiting an inner one) so the arguments are not stored twice in every task.
 pub(crate) fn run(
@@ -63,6 +78,7 @@ pub(crate) fn run(
             inbox_tx: tx,
             inbox: rx,
             errors: 0,
+            last_error: None,
         };
         let m = metrics::global();
         metrics::inc(&m.ns_connections_total);
@@ -141,28 +157,47 @@ struct Session {
     inbox_tx: InboxSender,
     inbox: Inbox,
     errors: u32,
+    /// The error the command being handled answered with, for the commands metric.
+    last_error: Option<ErrorCode>,
 }
 
 impl Session {
     async fn run(&mut self, shutdown: CancellationToken) -> Close {
         let login_deadline = Instant::now() + self.config.login_timeout;
+        // Set when shutdown starts: this session's moment to say OUT SSD. Spreading the
+        // moments over the drain window keeps every client of a draining gateway from
+        // reconnecting to the others in the same instant.
+        let mut leave_at: Option<Instant> = None;
         loop {
-            // One timer for whatever is due first: the idle (or sign-in) deadline or the
-            // next challenge.
+            // One timer for whatever is due first: leaving, the idle (or sign-in)
+            // deadline, or the next challenge.
             let (deadline, challenge_at) = match &self.now_online {
                 Some(o) => (o.last_activity + self.config.idle_timeout, o.next_challenge),
                 None => (login_deadline, None),
             };
-            let next_timer = challenge_at.map_or(deadline, |c| c.min(deadline));
+            let mut next_timer = challenge_at.map_or(deadline, |c| c.min(deadline));
+            if let Some(at) = leave_at {
+                next_timer = next_timer.min(at);
+            }
             let step: Flow = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
-                    self.send(Frame::new(b"OUT").arg("SSD"));
-                    let _ = self.flush().await;
-                    Err(Close::Shutdown)
+                _ = shutdown.cancelled(), if leave_at.is_none() => {
+                    // Not signed in yet: nothing to hand over, leave at once.
+                    let spread = if self.now_online.is_some() {
+                        self.config.drain_spread
+                    } else {
+                        Duration::ZERO
+                    };
+                    let at = Instant::now() + spread.mul_f64(rand::random::<f64>());
+                    leave_at = Some(at);
+                    Ok(())
                 }
                 _ = tokio::time::sleep_until(next_timer) => {
-                    if challenge_at.is_some_and(|c| c <= next_timer) {
+                    if leave_at.is_some_and(|at| at <= Instant::now()) {
+                        self.send(Frame::new(b"OUT").arg("SSD"));
+                        let _ = self.flush().await;
+                        Err(Close::Shutdown)
+                    } else if challenge_at.is_some_and(|c| c <= next_timer) {
                         self.challenge()
                     } else {
                         Err(Close::Timeout)
@@ -219,6 +254,7 @@ impl Session {
     }
 
     fn error(&mut self, code: ErrorCode, tr: Option<TrId>) {
+        self.last_error = Some(code);
         self.send(Frame::error(code, tr.unwrap_or(0)));
     }
 
@@ -274,7 +310,23 @@ impl Session {
         Ok(())
     }
 
+    /// Handle one command and count it by verb and result.
     async fn on_frame(&mut self, frame: Frame) -> Flow {
+        let verb = verb_label(&frame.verb.0);
+        self.last_error = None;
+        let flow = self.dispatch(frame).await;
+        let result = self
+            .last_error
+            .map_or_else(|| "ok".to_owned(), |code| code.to_string());
+        metrics::global().commands.inc(vec![
+            ("role", "ns".into()),
+            ("verb", verb.into()),
+            ("result", result),
+        ]);
+        flow
+    }
+
+    async fn dispatch(&mut self, frame: Frame) -> Flow {
         metrics::inc(&metrics::global().ns_commands_total);
         let cmd = match NsCommand::parse(&frame) {
             Ok(c) => c,

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub struct Deps {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub tickets: Arc<dyn Tickets>,
+    /// Open connections, the load this shard advertises in the registry.
+    pub load: Arc<AtomicUsize>,
 }
 
 /// Frames waiting for one participant before it is dropped as a slow reader.
@@ -179,10 +181,13 @@ async fn connection(
         joined: None,
         kill: CancellationToken::new(),
         rx: None,
+        last_error: None,
     };
     let m = metrics::global();
     metrics::inc(&m.sb_connections_active);
+    c.deps.load.fetch_add(1, Ordering::Relaxed);
     c.run(shutdown).await;
+    c.deps.load.fetch_sub(1, Ordering::Relaxed);
     metrics::dec(&m.sb_connections_active);
     c.leave();
     let _ = tokio::time::timeout(Duration::from_secs(1), c.framed.get_mut().shutdown()).await;
@@ -197,6 +202,8 @@ struct Conn {
     joined: Option<Joined>,
     kill: CancellationToken,
     rx: Option<mpsc::Receiver<Outbound>>,
+    /// The error the command being handled answered with, for the commands metric.
+    last_error: Option<ErrorCode>,
 }
 
 /// `Err` ends the connection.
@@ -257,6 +264,7 @@ impl Conn {
     }
 
     fn error(&mut self, code: ErrorCode, tr: Option<TrId>) {
+        self.last_error = Some(code);
         self.send(Frame::error(code, tr.unwrap_or(0)));
     }
 
@@ -292,7 +300,31 @@ impl Conn {
         }
     }
 
+    /// Handle one command and count it by verb and result.
     async fn on_frame(&mut self, frame: Frame) -> Flow {
+        let verb = match &frame.verb.0 {
+            b"ANS" => "ANS",
+            b"BYE" => "BYE",
+            b"CAL" => "CAL",
+            b"MSG" => "MSG",
+            b"OUT" => "OUT",
+            b"USR" => "USR",
+            _ => "other",
+        };
+        self.last_error = None;
+        let flow = self.dispatch(frame).await;
+        let result = self
+            .last_error
+            .map_or_else(|| "ok".to_owned(), |code| code.to_string());
+        metrics::global().commands.inc(vec![
+            ("role", "switchboard".into()),
+            ("verb", verb.into()),
+            ("result", result),
+        ]);
+        flow
+    }
+
+    async fn dispatch(&mut self, frame: Frame) -> Flow {
         let cmd = match SbCommand::parse(&frame) {
             Ok(c) => c,
             Err(e) => {
