@@ -2,51 +2,109 @@
 //! line into [`Settings`] and calls [`start`]; the test kit calls the same function, so
 //! tests run exactly what `butterfly serve` runs.
 
+pub mod roles;
 pub mod settings;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use butterfly_bus::MemoryBus;
+use butterfly_bus::{MemoryBus, RedisBus, RedisBusConfig, RedisSwitchboards, ShardRegistration};
 use butterfly_core::bus::Bus;
 use butterfly_core::store::Store;
+use butterfly_core::switchboards::{OneSwitchboard, Switchboards};
 use butterfly_core::tickets::{JwtTickets, Tickets};
-use butterfly_store::SqliteStore;
+use butterfly_rpc::{RemoteOptions, RemoteStore};
+use butterfly_store::{PgOptions, PgStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use roles::{Role, Roles};
 pub use settings::Settings;
 
-/// Open the configured database (running migrations).
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>> {
-    let store = match &settings.database_url {
-        Some(url) if url.starts_with("postgres") => {
-            bail!(
-                "Postgres arrives with the distributed mode; the embedded server uses SQLite (omit --database-url)"
-            )
+/// The database this process opened itself (rather than reaching it through the
+/// address-book role).
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+}
+
+impl Database {
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Database::Sqlite(s) => s.clone(),
+            Database::Postgres(s) => s.clone(),
         }
-        Some(url) => SqliteStore::open_url(url)
-            .await
-            .with_context(|| format!("opening database {url}"))?,
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Database::Sqlite(s) => s.migrate().await?,
+            Database::Postgres(s) => s.migrate().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(s) => s.close().await,
+            Database::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+/// Open the configured database and bring its schema up to date: SQLite in the data
+/// directory by default, or the `--database-url` (`sqlite:` or `postgres://`).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Database> {
+    let db = match &settings.database_url {
+        Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            let store = PgStore::connect(url, PgOptions::default())
+                .await
+                .with_context(|| format!("connecting to {}", redact(url)))?;
+            let db = Database::Postgres(Arc::new(store));
+            // Idempotent, and serialised by sqlx's advisory lock when replicas start
+            // together.
+            db.migrate()
+                .await
+                .with_context(|| format!("migrating {}", redact(url)))?;
+            db
+        }
+        Some(url) => Database::Sqlite(Arc::new(
+            SqliteStore::open_url(url)
+                .await
+                .with_context(|| format!("opening database {url}"))?,
+        )),
         None => {
             std::fs::create_dir_all(&settings.data_dir).with_context(|| {
                 format!("creating data directory {}", settings.data_dir.display())
             })?;
             let path = settings.data_dir.join("butterfly.db");
-            SqliteStore::open(&path)
-                .await
-                .with_context(|| format!("opening database {}", path.display()))?
+            Database::Sqlite(Arc::new(SqliteStore::open(&path).await.with_context(
+                || format!("opening database {}", path.display()),
+            )?))
         }
     };
-    Ok(Arc::new(store))
+    Ok(db)
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// The ticket signing key: from settings, or a random key kept in the data directory so
@@ -82,23 +140,47 @@ fn read_or_create_key(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(key.into_bytes())
 }
 
-/// A running embedded server.
+/// A running server: the roles of `--target`, each on its listener.
 pub struct Running {
-    pub ns: SocketAddr,
-    pub sb: SocketAddr,
-    pub http: SocketAddr,
+    /// MSNP notification server (ns-gateway role).
+    pub ns: Option<SocketAddr>,
+    /// Switchboard (switchboard role).
+    pub sb: Option<SocketAddr>,
+    /// HTTP: Passport nexus and login (passport role).
+    pub http: Option<SocketAddr>,
+    /// Address-book gRPC (addressbook role, when it runs apart from the others).
+    pub grpc: Option<SocketAddr>,
     pub admin: SocketAddr,
-    pub store: Arc<SqliteStore>,
+    /// The database, when this process opened one.
+    pub database: Option<Database>,
+    /// The Redis bus, when this process is part of a distributed network.
+    redis: Option<Arc<RedisBus>>,
+    /// This switchboard shard's entry in the Redis registry.
+    registration: Option<ShardRegistration>,
+    /// Stops the Redis background work (heartbeats, registry refresh). Cancelled only
+    /// after the drain: a draining gateway keeps its lease so its users are not reaped.
+    redis_token: CancellationToken,
     shutdown: CancellationToken,
     ready: Arc<AtomicBool>,
     tasks: JoinSet<()>,
 }
 
 impl Running {
-    /// Stop accepting, tell every client `OUT SSD`, and wait (at most `deadline`) for
-    /// every connection to close. Returns whether everything finished in time.
+    /// The storage port the roles of this process use (local database or the remote
+    /// address book).
+    pub fn store(&self) -> Option<Arc<dyn Store>> {
+        self.database.as_ref().map(Database::store)
+    }
+
+    /// Stop accepting, tell every client `OUT SSD` (spread over most of the window), and
+    /// wait (at most `deadline`) for every connection to close. Returns whether
+    /// everything finished in time.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         self.ready.store(false, Ordering::SeqCst);
+        // A draining shard takes no new chats: leave the registry first.
+        if let Some(registration) = self.registration.take() {
+            registration.stop().await;
+        }
         self.shutdown.cancel();
         let all = async { while self.tasks.join_next().await.is_some() {} };
         let in_time = tokio::time::timeout(deadline, all).await.is_ok();
@@ -109,7 +191,13 @@ impl Running {
             );
             self.tasks.abort_all();
         }
-        self.store.close().await;
+        if let Some(bus) = &self.redis {
+            bus.close().await;
+        }
+        self.redis_token.cancel();
+        if let Some(db) = &self.database {
+            db.close().await;
+        }
         in_time
     }
 
@@ -125,94 +213,218 @@ async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} listener to {addr}"))
 }
 
-/// Start every role in this process. Prints nothing; `main` reports the addresses.
-pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
-    if settings.redis_url.is_some() {
+/// Check that the roles asked for can find each other, before binding anything.
+fn check_composition(settings: &Settings) -> anyhow::Result<()> {
+    let roles = settings.roles;
+    let (ns, sb) = (roles.has(Role::NsGateway), roles.has(Role::Switchboard));
+    if (ns || sb) && !(ns && sb) && settings.redis_url.is_none() {
         bail!(
-            "--redis-url: the Redis bus arrives with the distributed mode; the embedded server uses its in-process bus"
+            "--target {}: gateways and switchboards in separate processes meet through Redis; give --redis-url",
+            settings.target
         );
     }
-    if !settings.targets_all() {
-        bail!("--target: only 'all' is available until the distributed mode lands");
+    if !roles.is_all() && settings.ticket_secret.is_none() {
+        bail!(
+            "--target {}: roles in separate processes verify each other's tickets; give every process the same --ticket-secret",
+            settings.target
+        );
     }
-    let store = open_store(settings).await?;
-    let tickets: Arc<dyn Tickets> = Arc::new(JwtTickets::new("k1", &ticket_key(settings)?));
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    if !roles.has(Role::AddressBook)
+        && settings.addressbook_url.is_none()
+        && settings.database_url.is_none()
+    {
+        bail!(
+            "--target {}: without the addressbook role this process needs --addressbook-url (or a --database-url of its own)",
+            settings.target
+        );
+    }
+    Ok(())
+}
 
-    let ns_listener = bind(&settings.ns_listen, "notification server").await?;
-    let sb_listener = bind(&settings.sb_listen, "switchboard").await?;
-    let http_listener = bind(&settings.http_listen, "HTTP").await?;
+/// Start the roles of `settings.roles` in this process. Prints nothing; `main` reports
+/// the addresses. `all` without `--redis-url` is the embedded server: SQLite (or the
+/// given database), the in-process bus, no gRPC.
+pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
+    check_composition(settings)?;
+    let roles = settings.roles;
+    let shutdown = CancellationToken::new();
+    let redis_token = CancellationToken::new();
+
+    let tickets: Arc<dyn Tickets> = Arc::new(JwtTickets::new("k1", &ticket_key(settings)?));
+    // The storage port: the database itself where this process runs the address book
+    // (or was given a database), else the address book over gRPC.
+    let (database, store): (Option<Database>, Arc<dyn Store>) =
+        match (&settings.addressbook_url, roles.has(Role::AddressBook)) {
+            (Some(url), false) if settings.database_url.is_none() => {
+                let remote = RemoteStore::connect_lazy(url, RemoteOptions::default())
+                    .with_context(|| format!("--addressbook-url {url}"))?;
+                (None, Arc::new(remote))
+            }
+            _ => {
+                let db = open_store(settings).await?;
+                let store = db.store();
+                (Some(db), store)
+            }
+        };
+    // Only gateways and switchboards use the bus.
+    let uses_bus = roles.has(Role::NsGateway) || roles.has(Role::Switchboard);
+    let redis_config = settings
+        .redis_url
+        .as_ref()
+        .filter(|_| uses_bus)
+        .map(|url| RedisBusConfig {
+            url: url.clone(),
+            prefix: settings.redis_prefix.clone(),
+            sharded: settings.redis_sharded,
+            lease: settings.lease,
+        });
+    let redis = match &redis_config {
+        Some(config) => Some(
+            RedisBus::connect(config.clone(), redis_token.clone())
+                .await
+                .with_context(|| format!("connecting to Redis at {}", config.url))?,
+        ),
+        None => None,
+    };
+    let bus: Arc<dyn Bus> = match &redis {
+        Some(r) => r.clone(),
+        None => Arc::new(MemoryBus::new()),
+    };
+
+    let ns_listener = match roles.has(Role::NsGateway) {
+        true => Some(bind(&settings.ns_listen, "notification server").await?),
+        false => None,
+    };
+    let sb_listener = match roles.has(Role::Switchboard) {
+        true => Some(bind(&settings.sb_listen, "switchboard").await?),
+        false => None,
+    };
+    let http_listener = match roles.has(Role::Passport) {
+        true => Some(bind(&settings.http_listen, "HTTP").await?),
+        false => None,
+    };
+    let grpc_listener = match roles.has(Role::AddressBook) && !roles.is_all() {
+        true => Some(bind(&settings.grpc_listen, "address-book gRPC").await?),
+        false => None,
+    };
     let admin_listener = bind(&settings.admin_listen, "admin").await?;
-    let (ns, sb, http, admin) = (
-        ns_listener.local_addr()?,
-        sb_listener.local_addr()?,
-        http_listener.local_addr()?,
-        admin_listener.local_addr()?,
+    let local = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
+    let (ns, sb, http, grpc) = (
+        local(&ns_listener)?,
+        local(&sb_listener)?,
+        local(&http_listener)?,
+        local(&grpc_listener)?,
     );
+    let admin = admin_listener.local_addr()?;
     let public_host = settings.public_host.clone();
 
-    let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
-    let dyn_store: Arc<dyn Store> = store.clone();
+    let drain = Duration::from_secs(settings.drain_seconds);
+    let mut registration = None;
 
-    let ns_config = butterfly_ns::Config {
-        strict_challenges: settings.strict_challenges,
-        limits: settings.ns_limits,
-        ..butterfly_ns::Config::default()
-    };
-    let ns_deps = butterfly_ns::Deps {
-        store: dyn_store.clone(),
-        bus: bus.clone(),
-        tickets: tickets.clone(),
-        switchboards: Arc::new(butterfly_core::switchboards::OneSwitchboard(format!(
-            "{public_host}:{}",
-            sb.port()
-        ))),
-    };
-    tasks.spawn(butterfly_ns::run(
-        ns_config,
-        ns_deps,
-        ns_listener,
-        shutdown.clone(),
-    ));
-
-    let sb_config = butterfly_switchboard::Config {
-        public_address: format!("{public_host}:{}", sb.port()),
-        limits: settings.sb_limits,
-        ..butterfly_switchboard::Config::default()
-    };
-    let sb_deps = butterfly_switchboard::Deps {
-        store: dyn_store.clone(),
-        bus: bus.clone(),
-        tickets: tickets.clone(),
-    };
-    tasks.spawn(butterfly_switchboard::run(
-        sb_config,
-        sb_deps,
-        sb_listener,
-        shutdown.clone(),
-    ));
-
-    let passport = butterfly_passport::router(
-        // Clients reach login2.srf over HTTPS on port 443 (they prepend https:// to
-        // DALogin), through the deployment's TLS terminator in front of this listener.
-        butterfly_passport::Config {
-            public_host: public_host.clone(),
-        },
-        butterfly_passport::Deps {
-            store: dyn_store,
-            tickets,
-        },
-    );
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(http_listener, passport)
-            .with_graceful_shutdown(async move { token.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP listener failed");
+    if let (Some(listener), Some(sb)) = (sb_listener, sb) {
+        let public_address = settings
+            .sb_advertise
+            .clone()
+            .unwrap_or_else(|| format!("{public_host}:{}", sb.port()));
+        let load = Arc::new(AtomicUsize::new(0));
+        if let Some(config) = &redis_config {
+            let shard_id = settings
+                .shard_id
+                .clone()
+                .unwrap_or_else(|| format!("sb-{:08x}", rand::random::<u32>()));
+            registration = Some(
+                ShardRegistration::start(
+                    config,
+                    shard_id,
+                    public_address.clone(),
+                    load.clone(),
+                    redis_token.clone(),
+                )
+                .await
+                .context("registering the switchboard shard in Redis")?,
+            );
         }
-    });
+        let config = butterfly_switchboard::Config {
+            public_address,
+            limits: settings.sb_limits,
+            ..butterfly_switchboard::Config::default()
+        };
+        let deps = butterfly_switchboard::Deps {
+            store: store.clone(),
+            bus: bus.clone(),
+            tickets: tickets.clone(),
+            load,
+        };
+        tasks.spawn(butterfly_switchboard::run(
+            config,
+            deps,
+            listener,
+            shutdown.clone(),
+        ));
+    }
+
+    if let Some(listener) = ns_listener {
+        let switchboards: Arc<dyn Switchboards> = match (&redis_config, sb) {
+            (Some(config), _) => RedisSwitchboards::start(config, redis_token.clone())
+                .await
+                .context("reading the switchboard registry in Redis")?,
+            (None, Some(sb)) => Arc::new(OneSwitchboard(
+                settings
+                    .sb_advertise
+                    .clone()
+                    .unwrap_or_else(|| format!("{public_host}:{}", sb.port())),
+            )),
+            (None, None) => unreachable!("check_composition requires Redis or a local switchboard"),
+        };
+        let config = butterfly_ns::Config {
+            strict_challenges: settings.strict_challenges,
+            limits: settings.ns_limits,
+            // Most of the drain window, leaving time for the last OUT SSD to flush.
+            drain_spread: drain.mul_f64(0.8),
+            ..butterfly_ns::Config::default()
+        };
+        let deps = butterfly_ns::Deps {
+            store: store.clone(),
+            bus: bus.clone(),
+            tickets: tickets.clone(),
+            switchboards,
+        };
+        tasks.spawn(butterfly_ns::run(config, deps, listener, shutdown.clone()));
+    }
+
+    if let Some(listener) = http_listener {
+        let passport = butterfly_passport::router(
+            // Clients reach login2.srf over HTTPS on port 443 (they prepend https:// to
+            // DALogin), through the deployment's TLS terminator in front of this listener.
+            butterfly_passport::Config {
+                public_host: public_host.clone(),
+            },
+            butterfly_passport::Deps {
+                store: store.clone(),
+                tickets: tickets.clone(),
+            },
+        );
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(listener, passport)
+                .with_graceful_shutdown(async move { token.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        });
+    }
+
+    if let Some(listener) = grpc_listener {
+        let token = shutdown.clone();
+        let store = store.clone();
+        tasks.spawn(async move {
+            if let Err(e) = butterfly_rpc::serve(listener, store, token).await {
+                tracing::error!(error = %e, "Address-book gRPC listener failed");
+            }
+        });
+    }
 
     let token = shutdown.clone();
     let admin_router = admin_router(ready.clone());
@@ -229,8 +441,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         ns,
         sb,
         http,
+        grpc,
         admin,
-        store,
+        database,
+        redis,
+        registration,
+        redis_token,
         shutdown,
         ready,
         tasks,

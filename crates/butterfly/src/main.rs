@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "butterfly",
     version,
-    about = "A server for MSN Messenger clients (MSNP2–MSNP12)."
+    about = "A server for MSN Messenger clients (MSNP2–MSNP12), embedded or as distributed roles."
 )]
 struct Cli {
     #[command(flatten)]
@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (embedded: every role in this process, SQLite, in-process bus).
+    /// Run the server: by default every role in this process with SQLite and an in-process
+    /// bus; with --target, --redis-url and --database-url, roles of a distributed network.
     Serve(ServeArgs),
     /// Manage accounts.
     #[command(subcommand)]
@@ -99,16 +100,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let settings = Settings::resolve(&cli.common, &ServeArgs::default())?;
-            let store = butterfly::open_store(&settings).await?;
-            store.migrate().await?;
+            // Opening a database brings its schema up to date.
+            let db = butterfly::open_store(&settings).await?;
+            db.close().await;
             println!("migrations applied");
             Ok(())
         }
         Command::User(cmd) => {
             let settings = Settings::resolve(&cli.common, &ServeArgs::default())?;
-            let store = butterfly::open_store(&settings).await?;
-            let result = user(store.as_ref(), settings.password_cost, cmd).await;
-            store.close().await;
+            let db = butterfly::open_store(&settings).await?;
+            let result = user(db.store().as_ref(), settings.password_cost, cmd).await;
+            db.close().await;
             result
         }
     }
@@ -116,10 +118,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve_until_signal(settings: &Settings) -> anyhow::Result<()> {
     let running = butterfly::start(settings).await?;
-    println!("ns listening on {}", running.ns);
-    println!("sb listening on {}", running.sb);
-    println!("http listening on {}", running.http);
-    println!("admin listening on {}", running.admin);
+    let listeners = [
+        ("ns", running.ns),
+        ("sb", running.sb),
+        ("http", running.http),
+        ("grpc", running.grpc),
+        ("admin", Some(running.admin)),
+    ];
+    for (name, addr) in listeners {
+        if let Some(addr) = addr {
+            println!("{name} listening on {addr}");
+        }
+    }
     shutdown_signal().await;
     tracing::info!("Shutting down: telling clients OUT SSD");
     let clean = running

@@ -3,12 +3,15 @@
 //! two; [`Settings::resolve`] lays them over the file and the defaults.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use butterfly_core::account::PasswordCost;
 use clap::Args;
 use msnp::codec::Limits;
 use serde::Deserialize;
+
+use crate::roles::Roles;
 
 /// Options shared by every command (`serve`, `user`, `migrate`); accepted before or after
 /// the subcommand.
@@ -50,12 +53,38 @@ pub struct ServeArgs {
     /// the Passport URLs).
     #[arg(long, env = "BUTTERFLY_PUBLIC_HOST")]
     pub public_host: Option<String>,
-    /// Redis URL for the distributed bus (not available yet).
+    /// Redis URL: presence, session directory, shard registry and pub/sub of the
+    /// distributed mode (default: the in-process bus of the embedded mode).
     #[arg(long, env = "BUTTERFLY_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Roles to run, comma-separated (only `all` for now).
+    /// Prefix of every Redis key and channel, so several networks can share a Redis.
+    #[arg(long, env = "BUTTERFLY_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Use sharded pub/sub (SSUBSCRIBE/SPUBLISH, Redis 7+), for a Redis Cluster.
+    #[arg(long, env = "BUTTERFLY_REDIS_SHARDED")]
+    pub redis_sharded: Option<bool>,
+    /// Roles to run, comma-separated: ns-gateway, switchboard, passport, addressbook,
+    /// or all (default).
     #[arg(long, env = "BUTTERFLY_TARGET")]
     pub target: Option<String>,
+    /// gRPC listen address of the address-book role (when it runs as its own process).
+    #[arg(long, env = "BUTTERFLY_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
+    /// Address-book gRPC URL (e.g. http://addressbook:50051) for gateways, switchboards
+    /// and Passport that run without the address-book role.
+    #[arg(long, env = "BUTTERFLY_ADDRESSBOOK_URL")]
+    pub addressbook_url: Option<String>,
+    /// This switchboard shard's stable id in the registry (default: a random id).
+    #[arg(long, env = "BUTTERFLY_SHARD_ID")]
+    pub shard_id: Option<String>,
+    /// `host:port` clients use to reach this switchboard shard (default: the public
+    /// host and the switchboard's listening port).
+    #[arg(long, env = "BUTTERFLY_SB_ADVERTISE")]
+    pub sb_advertise: Option<String>,
+    /// Seconds after which a silent gateway's users are shown offline and a silent
+    /// switchboard shard leaves the registry.
+    #[arg(long, env = "BUTTERFLY_LEASE_SECONDS")]
+    pub lease_seconds: Option<u64>,
     /// Secret (32+ characters) that signs tickets and switchboard cookies; by default a
     /// random key kept in the data directory.
     #[arg(long, env = "BUTTERFLY_TICKET_SECRET")]
@@ -91,7 +120,14 @@ struct FileSettings {
     admin_listen: Option<String>,
     public_host: Option<String>,
     redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    redis_sharded: Option<bool>,
     target: Option<String>,
+    grpc_listen: Option<String>,
+    addressbook_url: Option<String>,
+    shard_id: Option<String>,
+    sb_advertise: Option<String>,
+    lease_seconds: Option<u64>,
     ticket_secret: Option<String>,
     strict_challenges: Option<bool>,
     drain_seconds: Option<u64>,
@@ -112,7 +148,15 @@ pub struct Settings {
     pub admin_listen: String,
     pub public_host: String,
     pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub redis_sharded: bool,
     pub target: String,
+    pub roles: Roles,
+    pub grpc_listen: String,
+    pub addressbook_url: Option<String>,
+    pub shard_id: Option<String>,
+    pub sb_advertise: Option<String>,
+    pub lease: Duration,
     pub ticket_secret: Option<String>,
     pub strict_challenges: bool,
     pub drain_seconds: u64,
@@ -132,6 +176,16 @@ impl Settings {
             anyhow::bail!(
                 "--max-line-bytes must be at least 512 (a Passport ticket line is ~400 bytes)"
             );
+        }
+        let target = serve
+            .target
+            .clone()
+            .or(file.target)
+            .unwrap_or_else(|| "all".into());
+        let roles = Roles::parse(&target).map_err(anyhow::Error::msg)?;
+        let lease = serve.lease_seconds.or(file.lease_seconds).unwrap_or(15);
+        if lease == 0 {
+            anyhow::bail!("--lease-seconds must be at least 1");
         }
         Ok(Settings {
             data_dir: common
@@ -177,11 +231,26 @@ impl Settings {
                 .or(file.public_host)
                 .unwrap_or_else(|| "127.0.0.1".into()),
             redis_url: serve.redis_url.clone().or(file.redis_url),
-            target: serve
-                .target
+            redis_prefix: serve
+                .redis_prefix
                 .clone()
-                .or(file.target)
-                .unwrap_or_else(|| "all".into()),
+                .or(file.redis_prefix)
+                .unwrap_or_else(|| "bf:".into()),
+            redis_sharded: serve
+                .redis_sharded
+                .or(file.redis_sharded)
+                .unwrap_or(false),
+            target,
+            roles,
+            grpc_listen: serve
+                .grpc_listen
+                .clone()
+                .or(file.grpc_listen)
+                .unwrap_or_else(|| "0.0.0.0:50051".into()),
+            addressbook_url: serve.addressbook_url.clone().or(file.addressbook_url),
+            shard_id: serve.shard_id.clone().or(file.shard_id),
+            sb_advertise: serve.sb_advertise.clone().or(file.sb_advertise),
+            lease: Duration::from_secs(lease),
             ticket_secret: serve.ticket_secret.clone().or(file.ticket_secret),
             strict_challenges: serve
                 .strict_challenges
@@ -221,7 +290,15 @@ impl Settings {
             admin_listen: "127.0.0.1:0".into(),
             public_host: "127.0.0.1".into(),
             redis_url: None,
+            redis_prefix: "bf:".into(),
+            redis_sharded: false,
             target: "all".into(),
+            roles: Roles::parse("all").expect("all is a target"),
+            grpc_listen: "127.0.0.1:0".into(),
+            addressbook_url: None,
+            shard_id: None,
+            sb_advertise: None,
+            lease: Duration::from_secs(15),
             ticket_secret: None,
             strict_challenges: true,
             drain_seconds: 5,
@@ -230,8 +307,9 @@ impl Settings {
         }
     }
 
-    pub fn targets_all(&self) -> bool {
-        self.target.split(',').map(str::trim).all(|t| t == "all")
+    /// The embedded composition: every role, no Redis, no Postgres-only roles split out.
+    pub fn is_embedded(&self) -> bool {
+        self.roles.is_all() && self.redis_url.is_none()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The embedded server, started for one test.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use butterfly::{Running, Settings};
@@ -44,20 +45,20 @@ impl TestCluster {
     }
 
     pub fn ns_addr(&self) -> std::net::SocketAddr {
-        self.running().ns
+        self.running().ns.expect("the notification server runs")
     }
     pub fn sb_addr(&self) -> std::net::SocketAddr {
-        self.running().sb
+        self.running().sb.expect("the switchboard runs")
     }
     pub fn http_addr(&self) -> std::net::SocketAddr {
-        self.running().http
+        self.running().http.expect("Passport runs")
     }
     pub fn admin_addr(&self) -> std::net::SocketAddr {
         self.running().admin
     }
 
-    pub fn store(&self) -> &dyn Store {
-        self.running().store.as_ref()
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.running().store().expect("the embedded server has a database")
     }
 
     /// Create an account usable from every dialect (legacy MD5 on), with cheap hashing.

@@ -1,6 +1,7 @@
 //! Test support for Butterfly: [`TestCluster`] runs the embedded server exactly as
 //! `butterfly serve` composes it, on `127.0.0.1:0` with a throw-away data directory, and
-//! [`Client`] is a typed MSNP client speaking real TCP to it.
+//! [`Client`] is a typed MSNP client speaking real TCP to it. [`Network`] runs the
+//! distributed mode as real processes against real Postgres and Redis ([`Services`]).
 //!
 //! Waiting is always bounded ([`TIMEOUT`]); "nothing else arrived" is proven with a
 //! PNG/QNG round trip ([`Client::barrier`]), never with a sleep.
@@ -8,9 +9,15 @@
 mod client;
 mod cluster;
 pub mod http;
+mod network;
+mod proxy;
+mod services;
 
 pub use client::{Client, line, line_of, passport_login};
 pub use cluster::TestCluster;
+pub use network::{Network, NetworkOptions, Proc};
+pub use proxy::TcpProxy;
+pub use services::{PrivateRedis, Services, delete_prefix, free_port};
 
 /// How long any single expectation may wait before the test fails.
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

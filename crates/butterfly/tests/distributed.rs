@@ -1,0 +1,582 @@
+//! The distributed mode at the wire: every role a real `butterfly serve` process, real
+//! Postgres and Redis, users signed in through different gateways.
+//!
+//! The scenarios run twice, against the embedded server and against the network, and
+//! assert the same exact lines: what two users can do on the embedded server they can do
+//! through different gateways. Then the failure cases: a gateway or shard killed, Redis
+//! restarted, Postgres unreachable, SIGTERM.
+//!
+//! Needs Postgres and Redis (see `butterfly_testkit::Services`): without them these
+//! tests skip, except under `CI=true`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use butterfly_testkit::{
+    Client, Network, NetworkOptions, PrivateRedis, Services, TIMEOUT, TcpProxy, TestCluster,
+    line_of,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_butterfly");
+
+async fn network(test: &str, options: NetworkOptions) -> Option<Network> {
+    Network::start(test, Path::new(BIN), options).await
+}
+
+/// Where users sign in: the embedded server (one address) or a network (a gateway each).
+trait Topology {
+    async fn add(&self, email: &str, name: &str);
+    /// Sign in through gateway `gw` (ignored by the embedded server).
+    async fn login(&self, gw: usize, dialect: u8, email: &str) -> Client;
+}
+
+impl Topology for TestCluster {
+    async fn add(&self, email: &str, name: &str) {
+        self.add_user(email, "pw", name).await;
+    }
+    async fn login(&self, _gw: usize, dialect: u8, email: &str) -> Client {
+        TestCluster::login(self, dialect, email, "pw").await
+    }
+}
+
+impl Topology for Network {
+    async fn add(&self, email: &str, name: &str) {
+        self.add_user(email, "pw", name).await;
+    }
+    async fn login(&self, gw: usize, dialect: u8, email: &str) -> Client {
+        Network::login(self, gw, dialect, email, "pw").await
+    }
+}
+
+/// Sign in with MSNP12 and go online.
+async fn online(t: &impl Topology, gw: usize, email: &str) -> Client {
+    let mut c = t.login(gw, 12, email).await;
+    let tr = c.cmd("CHG", "NLN 0").await;
+    assert_eq!(c.next_line().await, format!("CHG {tr} NLN 0"));
+    c
+}
+
+/// The reply to the command with transaction id `tr`, skipping notifications.
+async fn reply(c: &mut Client, tr: u32) -> String {
+    line_of(&c.expect_where("the reply", |f| f.tr_id() == Some(tr)).await)
+}
+
+/// Everything a pair of users does on one server, with the exact lines each sees.
+async fn presence_lists_and_privacy(t: &impl Topology) {
+    t.add("alice@example.com", "Alice").await;
+    t.add("bob@example.com", "Bob").await;
+    let mut alice = online(t, 0, "alice@example.com").await;
+    let mut bob = online(t, 1, "bob@example.com").await;
+
+    // "Added you": bob hears of it on his own gateway.
+    let tr = alice.cmd("ADC", "FL N=bob@example.com F=Bob").await;
+    let added = reply(&mut alice, tr).await;
+    assert!(
+        added.starts_with(&format!("ADC {tr} FL N=bob@example.com F=Bob C=")),
+        "{added}"
+    );
+    let tr = alice.cmd("ADC", "AL N=bob@example.com").await;
+    assert_eq!(
+        reply(&mut alice, tr).await,
+        format!("ADC {tr} AL N=bob@example.com")
+    );
+    assert_eq!(
+        line_of(&bob.expect("ADC").await),
+        "ADC 0 RL N=alice@example.com F=Alice"
+    );
+    // Bob is online and allows everyone by default: alice sees him at once.
+    assert_eq!(
+        line_of(&alice.expect("NLN").await),
+        "NLN NLN bob@example.com Bob 0"
+    );
+    let tr = bob.cmd("ADC", "FL N=alice@example.com F=Alice").await;
+    reply(&mut bob, tr).await;
+    assert_eq!(
+        line_of(&bob.expect("NLN").await),
+        "NLN NLN alice@example.com Alice 0"
+    );
+
+    // Presence both ways.
+    let tr = bob.cmd("CHG", "AWY 0").await;
+    assert_eq!(bob.next_line().await, format!("CHG {tr} AWY 0"));
+    assert_eq!(
+        line_of(&alice.expect("NLN").await),
+        "NLN AWY bob@example.com Bob 0"
+    );
+    let tr = alice.cmd("CHG", "BSY 0").await;
+    assert_eq!(alice.next_line().await, format!("CHG {tr} BSY 0"));
+    assert_eq!(
+        line_of(&bob.expect("NLN").await),
+        "NLN BSY alice@example.com Alice 0"
+    );
+
+    // A personal message.
+    let psm = "<Data><PSM>hello from gw1</PSM><CurrentMedia></CurrentMedia></Data>";
+    let tr = bob.cmd_payload("UUX", "", psm.as_bytes().to_vec()).await;
+    assert_eq!(
+        bob.next_line().await,
+        format!("UUX {tr} {}", psm.len())
+    );
+    let ubx = alice.expect("UBX").await;
+    assert_eq!(ubx.args, ["bob@example.com", &psm.len().to_string()]);
+    assert_eq!(ubx.payload.as_deref(), Some(psm.as_bytes()));
+
+    // Privacy: bob blocks alice, who then sees him offline; unblocking shows him again.
+    let tr = bob.cmd("REM", "AL alice@example.com").await;
+    reply(&mut bob, tr).await;
+    let tr = bob.cmd("ADC", "BL N=alice@example.com").await;
+    assert_eq!(
+        reply(&mut bob, tr).await,
+        format!("ADC {tr} BL N=alice@example.com")
+    );
+    assert_eq!(line_of(&alice.expect("FLN").await), "FLN bob@example.com");
+    let tr = bob.cmd("CHG", "NLN 0").await;
+    assert_eq!(bob.next_line().await, format!("CHG {tr} NLN 0"));
+    let tr = bob.cmd("REM", "BL alice@example.com").await;
+    reply(&mut bob, tr).await;
+    let tr = bob.cmd("ADC", "AL N=alice@example.com").await;
+    reply(&mut bob, tr).await;
+    assert_eq!(
+        line_of(&alice.expect("NLN").await),
+        "NLN NLN bob@example.com Bob 0"
+    );
+
+    // Signing out.
+    bob.cmd("OUT", "").await;
+    assert_eq!(line_of(&alice.expect("FLN").await), "FLN bob@example.com");
+}
+
+/// Open a switchboard session from `caller` (signed in on the NS as `from`) and bring
+/// `callee` in; returns both switchboard connections.
+async fn chat(
+    caller: &mut Client,
+    from: &str,
+    callee: &mut Client,
+    to: &str,
+) -> (Client, Client, SocketAddr) {
+    let tr = caller.cmd("XFR", "SB").await;
+    let xfr = caller.expect_where("XFR", |f| f.tr_id() == Some(tr)).await;
+    assert_eq!(xfr.args[1..3], ["SB".to_owned(), xfr.args[2].clone()]);
+    let sb_addr: SocketAddr = xfr.args[2].parse().expect("XFR names host:port");
+    let mut a = Client::connect(sb_addr, 12).await;
+    let tr = a.cmd("USR", &format!("{from} {}", xfr.args[4])).await;
+    assert_eq!(a.next_line().await, format!("USR {tr} OK {from} {}", friendly(from)));
+    let tr = a.cmd("CAL", to).await;
+    let ringing = a.expect("CAL").await;
+    assert_eq!(ringing.args[..2], [tr.to_string(), "RINGING".into()]);
+    let rng = callee.expect("RNG").await;
+    assert_eq!(rng.args[1], sb_addr.to_string(), "RNG names the caller's shard");
+    assert_eq!(rng.args[4..6], [from.to_owned(), friendly(from)]);
+    let mut b = Client::connect(sb_addr, 12).await;
+    let tr = b
+        .cmd("ANS", &format!("{to} {} {}", rng.args[3], rng.args[0]))
+        .await;
+    let iro = b.next_line().await;
+    assert!(iro.starts_with(&format!("IRO {tr} 1 1 {from} ")), "{iro}");
+    assert_eq!(b.next_line().await, format!("ANS {tr} OK"));
+    let joi = a.next_line().await;
+    assert!(joi.starts_with(&format!("JOI {to} ")), "{joi}");
+    (a, b, sb_addr)
+}
+
+fn friendly(email: &str) -> String {
+    let user = email.split('@').next().unwrap_or(email);
+    let mut c = user.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// One MSG each way, acknowledged.
+async fn talk(a: &mut Client, from_a: &str, b: &mut Client, from_b: &str) {
+    for (sender, sender_email, receiver) in [(&mut *a, from_a, &mut *b), (&mut *b, from_b, &mut *a)]
+    {
+        let body = format!("MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi from {sender_email}");
+        let tr = sender.cmd_payload("MSG", "A", body.clone().into_bytes()).await;
+        let msg = receiver.expect("MSG").await;
+        assert_eq!(msg.args[..2], [sender_email.to_owned(), friendly(sender_email)]);
+        assert_eq!(msg.payload.as_deref(), Some(body.as_bytes()));
+        assert_eq!(sender.next_line().await, format!("ACK {tr}"));
+    }
+}
+
+async fn chat_between(t: &impl Topology) {
+    t.add("carol@example.com", "Carol").await;
+    t.add("dave@example.com", "Dave").await;
+    let mut carol = online(t, 0, "carol@example.com").await;
+    let mut dave = online(t, 1, "dave@example.com").await;
+    for (me, them, name) in [
+        (&mut carol, "dave@example.com", "Dave"),
+        (&mut dave, "carol@example.com", "Carol"),
+    ] {
+        let tr = me.cmd("ADC", &format!("FL N={them} F={name}")).await;
+        reply(me, tr).await;
+    }
+    let (mut a, mut b, _) =
+        chat(&mut carol, "carol@example.com", &mut dave, "dave@example.com").await;
+    talk(&mut a, "carol@example.com", &mut b, "dave@example.com").await;
+    b.cmd("OUT", "").await;
+    assert_eq!(a.next_line().await, "BYE dave@example.com");
+}
+
+/// A second sign-in anywhere closes the first with OUT OTH.
+async fn second_sign_in(t: &impl Topology) {
+    t.add("erin@example.com", "Erin").await;
+    let mut first = online(t, 0, "erin@example.com").await;
+    let _second = online(t, 1, "erin@example.com").await;
+    assert_eq!(first.closed_lines().await, ["OUT OTH"]);
+}
+
+#[tokio::test]
+async fn embedded_reference_scenarios() {
+    let cluster = TestCluster::start().await;
+    presence_lists_and_privacy(&cluster).await;
+    chat_between(&cluster).await;
+    second_sign_in(&cluster).await;
+}
+
+#[tokio::test]
+async fn users_on_different_gateways_do_what_they_do_on_one_server() {
+    let Some(net) = network("cross-gateway scenarios", NetworkOptions::default()).await else {
+        return;
+    };
+    presence_lists_and_privacy(&net).await;
+    chat_between(&net).await;
+    second_sign_in(&net).await;
+}
+
+/// Wait, bounded, for `pred` on a line from `c`; lines before it are skipped.
+async fn expect_line(c: &mut Client, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) {
+    let found = tokio::time::timeout(limit, async {
+        loop {
+            let l = c.next_line().await;
+            if pred(&l) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {what} within {limit:?}");
+}
+
+#[tokio::test]
+async fn a_killed_gateway_s_users_go_offline_and_can_sign_in_elsewhere() {
+    let Some(mut net) = network("killed gateway", NetworkOptions::default()).await else {
+        return;
+    };
+    net.add_user("alice@example.com", "pw", "Alice").await;
+    net.add_user("bob@example.com", "pw", "Bob").await;
+    let mut alice = online(&net, 0, "alice@example.com").await;
+    let mut bob = online(&net, 1, "bob@example.com").await;
+    let tr = bob.cmd("ADC", "FL N=alice@example.com F=Alice").await;
+    reply(&mut bob, tr).await;
+    assert_eq!(
+        line_of(&bob.expect("NLN").await),
+        "NLN NLN alice@example.com Alice 0"
+    );
+
+    net.gateways[0].kill().await;
+    alice.expect_closed().await;
+    // The lease is 3 s and is checked every second: FLN within a few seconds.
+    bob.timeout = TIMEOUT * 2;
+    assert_eq!(line_of(&bob.expect("FLN").await), "FLN alice@example.com");
+
+    let _alice = online(&net, 1, "alice@example.com").await;
+    assert_eq!(
+        line_of(&bob.expect("NLN").await),
+        "NLN NLN alice@example.com Alice 0"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_shard_drops_its_chats_and_new_chats_go_to_live_shards() {
+    let Some(mut net) = network("killed shard", NetworkOptions::default()).await else {
+        return;
+    };
+    net.add_user("carol@example.com", "pw", "Carol").await;
+    net.add_user("dave@example.com", "pw", "Dave").await;
+    let mut carol = online(&net, 0, "carol@example.com").await;
+    let mut dave = online(&net, 1, "dave@example.com").await;
+    let tr = dave.cmd("ADC", "FL N=carol@example.com F=Carol").await;
+    reply(&mut dave, tr).await;
+    let (mut a, mut b, shard) =
+        chat(&mut carol, "carol@example.com", &mut dave, "dave@example.com").await;
+    let dead = net
+        .switchboards
+        .iter()
+        .position(|p| p.addr("sb") == shard)
+        .expect("the chat is on one of our shards");
+    net.switchboards[dead].kill().await;
+    a.expect_closed().await;
+    b.expect_closed().await;
+
+    // Within the lease the dead shard leaves the registry; until then XFR may still
+    // name it. Ask until a live shard is named (bounded), then chat there.
+    let live = net.switchboards[1 - dead].addr("sb");
+    let named = tokio::time::timeout(TIMEOUT * 2, async {
+        loop {
+            let tr = carol.cmd("XFR", "SB").await;
+            let xfr = carol.expect_where("XFR", |f| f.tr_id() == Some(tr)).await;
+            if xfr.args[2] == live.to_string() {
+                return;
+            }
+            // The registry is refreshed about every second; ask again after it.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    assert!(named.is_ok(), "XFR kept naming the dead shard:\n{}", net.logs());
+    let (mut a, mut b, shard) =
+        chat(&mut carol, "carol@example.com", &mut dave, "dave@example.com").await;
+    assert_eq!(shard, live);
+    talk(&mut a, "carol@example.com", &mut b, "dave@example.com").await;
+}
+
+#[tokio::test]
+async fn after_a_redis_restart_presence_is_rebuilt_without_restarting_any_role() {
+    let Some(mut redis) = PrivateRedis::start("redis restart").await else {
+        return;
+    };
+    let options = NetworkOptions {
+        redis_url: Some(redis.url()),
+        ..NetworkOptions::default()
+    };
+    let Some(net) = network("redis restart", options).await else {
+        return;
+    };
+    net.add_user("alice@example.com", "pw", "Alice").await;
+    net.add_user("bob@example.com", "pw", "Bob").await;
+    net.add_user("carol@example.com", "pw", "Carol").await;
+    let _alice = online(&net, 0, "alice@example.com").await;
+    let mut bob = online(&net, 1, "bob@example.com").await;
+    let tr = bob.cmd("ADC", "FL N=alice@example.com F=Alice").await;
+    reply(&mut bob, tr).await;
+    assert_eq!(
+        line_of(&bob.expect("NLN").await),
+        "NLN NLN alice@example.com Alice 0"
+    );
+
+    redis.restart().await;
+
+    // Alice's presence record is rebuilt by her gateway: carol, signing in afterwards
+    // on the other gateway, is told she is online.
+    let mut carol = net.login(1, 12, "carol@example.com", "pw").await;
+    let tr = carol.cmd("ADC", "FL N=alice@example.com F=Alice").await;
+    carol.timeout = TIMEOUT * 2;
+    let deadline = tokio::time::Instant::now() + TIMEOUT * 2;
+    // The rebuild races carol's sign-in; the add's NLN shows the rebuilt record.
+    reply(&mut carol, tr).await;
+    let mut seen = false;
+    while !seen && tokio::time::Instant::now() < deadline {
+        let tr = carol.cmd("REM", "FL alice@example.com").await;
+        reply(&mut carol, tr).await;
+        let tr = carol.cmd("ADC", "FL N=alice@example.com F=Alice").await;
+        for f in carol.barrier().await {
+            seen |= line_of(&f) == "NLN NLN alice@example.com Alice 0";
+            let _ = f.tr_id() == Some(tr);
+        }
+    }
+    assert!(seen, "alice's presence was not rebuilt:\n{}", net.logs());
+    // And the gateways resubscribed: bob hears alice's next change.
+    let mut alice = _alice;
+    let tr = alice.cmd("CHG", "AWY 0").await;
+    assert_eq!(alice.next_line().await, format!("CHG {tr} AWY 0"));
+    bob.timeout = TIMEOUT * 2;
+    expect_line(&mut bob, "alice's NLN AWY", TIMEOUT * 2, |l| {
+        l == "NLN AWY alice@example.com Alice 0"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_postgres_unreachable_sign_in_fails_with_an_error_and_chats_go_on() {
+    let Some(services) = Services::find("postgres unreachable").await else {
+        return;
+    };
+    let pg: SocketAddr = "127.0.0.1:5432".parse().expect("address");
+    let pg = url_host(&services.database_admin_url).unwrap_or(pg);
+    let proxy = TcpProxy::start(pg).await;
+    let options = NetworkOptions {
+        postgres_via: Some(proxy.addr()),
+        ..NetworkOptions::default()
+    };
+    let Some(net) = network("postgres unreachable", options).await else {
+        return;
+    };
+    for (e, n) in [
+        ("carol@example.com", "Carol"),
+        ("dave@example.com", "Dave"),
+        ("erin@example.com", "Erin"),
+    ] {
+        net.add_user(e, "pw", n).await;
+    }
+    let mut carol = online(&net, 0, "carol@example.com").await;
+    let mut dave = online(&net, 1, "dave@example.com").await;
+    let tr = dave.cmd("ADC", "FL N=carol@example.com F=Carol").await;
+    reply(&mut dave, tr).await;
+    let (mut a, mut b, _) =
+        chat(&mut carol, "carol@example.com", &mut dave, "dave@example.com").await;
+
+    proxy.cut();
+
+    // MSNP7 signs in against the account's MD5 secret, read through the address book.
+    let mut erin = Client::connect(net.gateway(0), 7).await;
+    erin.timeout = TIMEOUT * 2;
+    let tr = erin.cmd("VER", "MSNP7 CVR0").await;
+    assert_eq!(erin.next_line().await, format!("VER {tr} MSNP7 CVR0"));
+    let tr = erin.cmd("USR", "MD5 I erin@example.com").await;
+    let answer = erin.next_line().await;
+    assert!(
+        answer == format!("500 {tr}") || answer == format!("501 {tr}"),
+        "expected an MSNP server error, got {answer}"
+    );
+    // The chat is in the shard's memory: it goes on.
+    talk(&mut a, "carol@example.com", &mut b, "dave@example.com").await;
+
+    proxy.restore();
+}
+
+fn url_host(url: &str) -> Option<SocketAddr> {
+    let rest = &url[url.find("://")? + 3..];
+    let rest = &rest[rest.find('@').map_or(0, |i| i + 1)..];
+    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    };
+    host.replace("localhost", "127.0.0.1").parse().ok()
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_gateway() {
+    let options = NetworkOptions {
+        gateways: 1,
+        switchboards: 1,
+        drain_seconds: 2,
+        ..NetworkOptions::default()
+    };
+    let Some(mut net) = network("sigterm drain", options).await else {
+        return;
+    };
+    net.add_user("alice@example.com", "pw", "Alice").await;
+    net.add_user("bob@example.com", "pw", "Bob").await;
+    let mut alice = online(&net, 0, "alice@example.com").await;
+    let mut bob = online(&net, 0, "bob@example.com").await;
+    let admin = net.gateways[0].addr("admin");
+    assert_eq!(butterfly_testkit::http::get(admin, "/readyz", &[]).await.status, 200);
+
+    net.gateways[0].terminate();
+    // Readiness goes off at once while the sessions are told OUT SSD over the window.
+    let ready = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match tokio::net::TcpStream::connect(admin).await {
+                Ok(_) => {
+                    let r = butterfly_testkit::http::get(admin, "/readyz", &[]).await;
+                    if r.status == 503 {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ready.is_ok(), "/readyz stayed ready while draining");
+    assert_eq!(alice.closed_lines().await, ["OUT SSD"]);
+    assert_eq!(bob.closed_lines().await, ["OUT SSD"]);
+    let status = net.gateways[0].wait_exit(TIMEOUT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the gateway did not exit cleanly: {status:?}\n{}",
+        net.gateways[0].log_tail()
+    );
+}
+
+/// The local cluster script, driven as an operator (or an outside probe) would: its
+/// output lines, users added with `butterfly user add --database-url`, two users on
+/// the two gateways, and a clean stop on SIGTERM.
+#[tokio::test]
+async fn the_local_cluster_script_starts_a_network_that_works() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let Some(services) = Services::find("run-cluster.sh").await else {
+        return;
+    };
+    let (database, database_url) = services.create_database().await;
+    let prefix = format!("bft{:08x}:", rand_u32());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/run-cluster.sh");
+    let base = 30_000 + (rand_u32() % 20_000) as u16;
+    let mut child = tokio::process::Command::new("bash")
+        .arg(&script)
+        .env("BUTTERFLY_BIN", BIN)
+        .env("BUTTERFLY_DATABASE_URL", &database_url)
+        .env("BUTTERFLY_REDIS_URL", &services.redis_url)
+        .env("BUTTERFLY_REDIS_PREFIX", &prefix)
+        .env("CLUSTER_BASE_PORT", base.to_string())
+        .env("BUTTERFLY_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the script");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    let ready = tokio::time::timeout(TIMEOUT * 6, async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l == "ready" {
+                return true;
+            }
+            printed.push(l);
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "the script did not get ready: {printed:?}");
+    let roles: Vec<&str> = printed.iter().map(|l| l.split(' ').next().unwrap_or("")).collect();
+    assert_eq!(
+        roles,
+        ["addressbook", "passport", "switchboard", "switchboard", "ns-gateway", "ns-gateway", "http"]
+    );
+    let addr = |i: usize| -> SocketAddr {
+        printed[i].split(' ').nth(1).and_then(|a| a.parse().ok()).expect("ROLE ADDRESS")
+    };
+    let (gw0, gw1, http) = (addr(4), addr(5), addr(6));
+
+    for (email, name) in [("alice@example.com", "Alice"), ("bob@example.com", "Bob")] {
+        let out = std::process::Command::new(BIN)
+            .args(["user", "add", email, "--password", "pw", "--name", name])
+            .args(["--database-url", &database_url])
+            .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+            .output()
+            .expect("run butterfly user add");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut alice = Client::connect(gw0, 12).await;
+    alice.login(http, "alice@example.com", "pw").await;
+    let mut bob = Client::connect(gw1, 12).await;
+    bob.login(http, "bob@example.com", "pw").await;
+    let tr = bob.cmd("CHG", "NLN 0").await;
+    assert_eq!(bob.next_line().await, format!("CHG {tr} NLN 0"));
+    let tr = alice.cmd("ADC", "FL N=bob@example.com F=Bob").await;
+    reply(&mut alice, tr).await;
+    assert_eq!(line_of(&alice.expect("NLN").await), "NLN NLN bob@example.com Bob 0");
+
+    let pid = child.id().expect("script running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert_eq!(alice.closed_lines().await, ["OUT SSD"]);
+    let status = tokio::time::timeout(TIMEOUT * 2, child.wait()).await;
+    assert!(
+        matches!(status, Ok(Ok(s)) if s.success()),
+        "the script did not stop cleanly: {status:?}"
+    );
+    services.clean_up(&database, &prefix);
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id()) as u32
+}

@@ -1,0 +1,232 @@
+//! The real Postgres and Redis that distributed tests run against, each test in its own
+//! database and key prefix.
+//!
+//! Where a service is not reachable a test skips itself (printing the command that
+//! enables it), so `cargo test` passes on a fresh machine; under `CI=true` it fails
+//! instead, so CI can never pass by skipping.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sqlx::Connection;
+use tokio::process::{Child, Command};
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Skip (return `None`) or, under `CI=true`, fail.
+fn unavailable(test: &str, what: &str, how: &str) -> Option<Services> {
+    let msg = format!("{test}: {what}; {how}");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg} (CI=true: distributed tests may not skip)");
+    }
+    eprintln!("skipped: {msg}");
+    None
+}
+
+/// Where the test services are: `BUTTERFLY_TEST_DATABASE_URL` (a server URL whose
+/// user may create databases) and `BUTTERFLY_TEST_REDIS_URL`.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub database_admin_url: String,
+    pub redis_url: String,
+}
+
+impl Services {
+    /// Both services, or `None` after printing why the test is skipped.
+    pub async fn find(test: &str) -> Option<Services> {
+        let database_admin_url = env_or("BUTTERFLY_TEST_DATABASE_URL", DEFAULT_DATABASE_URL);
+        let redis_url = env_or("BUTTERFLY_TEST_REDIS_URL", DEFAULT_REDIS_URL);
+        let pg = tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlx::PgConnection::connect(&database_admin_url),
+        )
+        .await;
+        if !matches!(pg, Ok(Ok(_))) {
+            return unavailable(
+                test,
+                &format!("Postgres not reachable at {database_admin_url}"),
+                "start it (pg_ctlcluster --skip-systemctl-redirect 15 main start) or set BUTTERFLY_TEST_DATABASE_URL",
+            );
+        }
+        if !redis_ping(&redis_url).await {
+            return unavailable(
+                test,
+                &format!("Redis not reachable at {redis_url}"),
+                "start it (redis-server --daemonize yes --port 6379 --save '') or set BUTTERFLY_TEST_REDIS_URL",
+            );
+        }
+        Some(Services {
+            database_admin_url,
+            redis_url,
+        })
+    }
+
+    /// Create an empty database for one test; returns its URL.
+    pub async fn create_database(&self) -> (String, String) {
+        let name = format!("bf_test_{:016x}", rand::random::<u64>());
+        let mut conn = sqlx::PgConnection::connect(&self.database_admin_url)
+            .await
+            .expect("connect to the test Postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let url = database_url(&self.database_admin_url, &name);
+        (name, url)
+    }
+
+    /// Drop a test database and delete a test key prefix. Blocking, so `Drop` can call it.
+    pub fn clean_up(&self, database: &str, redis_prefix: &str) {
+        let services = self.clone();
+        let (database, prefix) = (database.to_owned(), redis_prefix.to_owned());
+        let cleaner = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&services.database_admin_url).await
+                {
+                    let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+                    if let Err(e) = sqlx::query(&drop).execute(&mut conn).await {
+                        eprintln!("cleanup: {drop}: {e}");
+                    }
+                }
+                delete_prefix(&services.redis_url, &prefix).await;
+            });
+        });
+        let _ = cleaner.join();
+    }
+}
+
+/// `url` with its database name replaced by `name` (query parameters kept).
+fn database_url(url: &str, name: &str) -> String {
+    let (url, query) = url.split_at(url.find('?').unwrap_or(url.len()));
+    let host_start = url.find("://").map_or(0, |i| i + 3);
+    let base = match url[host_start..].find('/') {
+        Some(i) => &url[..host_start + i],
+        None => url,
+    };
+    format!("{base}/{name}{query}")
+}
+
+async fn redis_ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let ping = async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), ping).await,
+        Ok(Some(_))
+    )
+}
+
+/// Delete every key that starts with `prefix` (SCAN, not KEYS, so a shared Redis is not
+/// blocked).
+pub async fn delete_prefix(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let work = async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            if !keys.is_empty() {
+                let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+            }
+            if next == 0 {
+                return Some(());
+            }
+            cursor = next;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), work).await;
+}
+
+/// A Redis server of this test alone, on a free loopback port, that the test may stop
+/// and start again (the "Redis restarted" failure case). It keeps nothing on disk, so
+/// a restart loses every key, as a restarted cache would.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// `None` (skipped, or failed under CI) when `redis-server` is not installed.
+    pub async fn start(test: &str) -> Option<PrivateRedis> {
+        let port = free_port();
+        let mut r = PrivateRedis { port, child: None };
+        if !r.spawn().await {
+            let msg = format!(
+                "{test}: cannot run redis-server (install Redis; it must be on PATH) for a private Redis"
+            );
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{msg}");
+            }
+            eprintln!("skipped: {msg}");
+            return None;
+        }
+        Some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let url = self.url();
+        for _ in 0..100 {
+            if redis_ping(&url).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Kill the server (all keys are lost) and start a new one on the same port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        assert!(self.spawn().await, "redis-server restarts on port {}", self.port);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
