@@ -1,4 +1,5 @@
-//! Conversions between domain values and what SQLite stores.
+//! Conversions between domain values and what the databases store (the row readers at
+//! the end are SQLite's; Postgres reads typed records and shares the checks).
 //!
 //! Values read back are checked, not trusted: a row the domain types cannot represent (an
 //! unknown privacy code, a malformed GUID) surfaces as a [`StoreError::Backend`] naming the

@@ -1,11 +1,14 @@
-//! Durable storage for Butterfly: the SQLite implementation of the core
-//! [`Store`] port, with its migrations.
+//! Durable storage for Butterfly: the two implementations of the core [`Store`] port,
+//! with their migrations — [`SqliteStore`] (one file, the embedded mode) and [`PgStore`]
+//! (one Postgres database shared by every process of the distributed mode; its docs say
+//! how it locks).
 //!
 //! The list rules are not here: [`edit`](Store::edit) loads the owner's roster, asks
 //! [`butterfly_core::lists::apply`] for a plan and writes it, all in one write transaction,
-//! so two stores (SQLite now, Postgres later) cannot disagree on what an edit means.
+//! so the two stores cannot disagree on what an edit means. With the `conformance` feature,
+//! `conformance` is the behaviour suite both (and any other `Store`) must pass.
 //!
-//! Durability and concurrency:
+//! SQLite durability and concurrency:
 //! - WAL journal with `synchronous = FULL`: a commit is fsynced before `edit` returns, so a
 //!   list change the client was told about survives a power cut, not only a crash.
 //! - One writer connection, many readers. SQLite admits one writer at a time anyway;
@@ -17,11 +20,17 @@
 //!   updates), and another process on the same file (a `butterfly` admin command) waits
 //!   for the busy timeout instead of failing a read-then-write upgrade.
 //!
-//! Statements are runtime-checked (`sqlx::query`), not `query!` macros: no database is
-//! needed at build time.
+//! SQLite statements are runtime-checked (`sqlx::query`): the `query!` macros of a crate
+//! are checked against one database kind, and that is Postgres here (its offline data in
+//! `.sqlx/` lets the crate build without any database).
 
 mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod lists;
+mod postgres;
+
+pub use postgres::{PG_MIGRATOR, PgOptions, PgStore};
 
 use std::path::Path;
 use std::str::FromStr;

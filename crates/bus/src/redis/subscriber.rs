@@ -1,0 +1,271 @@
+//! The gateway's one subscriber connection.
+//!
+//! One task owns it. It applies subscription changes (in batches: one pipeline of
+//! single-channel `(S)SUBSCRIBE` / `(S)UNSUBSCRIBE` commands, each answered by exactly one
+//! confirmation), delivers messages, pings to notice a dead peer, and reconnects with
+//! backoff. After a reconnect it subscribes every channel the local sessions need again,
+//! asks the lease task for an immediate heartbeat (which notices a Redis that lost its
+//! data and rebuilds), and after one lease (time enough for every live gateway to
+//! rebuild) re-reads the presence of every watched user and delivers it, to repair what
+//! was missed while disconnected.
+//!
+//! Messages, subscription changes and that re-read are handled one at a time by this one
+//! task, so a re-read snapshot is never delivered after a message published later.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, Msg, PushInfo, PushKind};
+use butterfly_core::bus::{BusError, Event};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{CONNECT_TIMEOUT, Channel, Inner, READ_BATCH, bounded, parse_record};
+
+/// First and longest wait between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Subscription commands per pipeline.
+const SUBSCRIBE_BATCH: usize = 512;
+
+pub(super) type Subscriber = (MultiplexedConnection, UnboundedReceiver<PushInfo>);
+
+/// Open a subscriber connection: RESP3, messages to the returned receiver.
+pub(super) async fn open(client: &Client) -> Result<Subscriber, BusError> {
+    let (tx, rx) = unbounded_channel();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(super::COMMAND_TIMEOUT))
+        .set_push_sender(tx);
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT * 2,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => Ok((conn, rx)),
+        Ok(Err(e)) => Err(BusError(format!("Redis subscriber connection: {e}"))),
+        Err(_) => Err(BusError(
+            "Redis subscriber connection: timed out".to_owned(),
+        )),
+    }
+}
+
+/// Why a connection's loop ended.
+enum Ended {
+    Stopped,
+    Lost(String),
+}
+
+pub(super) async fn run(inner: Arc<Inner>, first: Subscriber, stop: CancellationToken) {
+    let mut next = Some(first);
+    let mut backoff = BACKOFF_MIN;
+    // Set while Redis is unreachable: one warning per outage, not one per attempt.
+    let mut outage: Option<Instant> = None;
+    let mut reconnected = false;
+    loop {
+        let subscriber = match next.take() {
+            Some(s) => s,
+            None => match open(&inner.client).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if outage.is_none() {
+                        tracing::warn!(error = %e, "Redis subscriber cannot connect; retrying with backoff");
+                        outage = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        inner.subscriber_connects.fetch_add(1, Ordering::Relaxed);
+        {
+            // A new connection has no subscriptions: want them all again.
+            let mut state = inner.state();
+            state.subscribed.clear();
+            let want: Vec<Channel> = state.want.iter().cloned().collect();
+            state.dirty.extend(want);
+            state.generation += 1;
+        }
+        let resync_at = if reconnected {
+            inner.heartbeat_now.notify_one();
+            Some(Instant::now() + inner.config.lease)
+        } else {
+            None
+        };
+        match connected(&inner, subscriber, resync_at, &stop, &mut outage).await {
+            Ended::Stopped => return,
+            Ended::Lost(reason) => {
+                if outage.is_none() {
+                    tracing::warn!(reason, "Redis subscriber connection lost; reconnecting");
+                    outage = Some(Instant::now());
+                    backoff = BACKOFF_MIN;
+                } else {
+                    // Connected but could not resubscribe: keep backing off.
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                reconnected = true;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Serve one connection until it fails or the bus stops.
+async fn connected(
+    inner: &Inner,
+    (mut conn, mut rx): Subscriber,
+    resync_at: Option<Instant>,
+    stop: &CancellationToken,
+    outage: &mut Option<Instant>,
+) -> Ended {
+    if let Err(e) = sync(inner, &mut conn).await {
+        return Ended::Lost(e.to_string());
+    }
+    if let Some(since) = outage.take() {
+        tracing::info!(
+            outage = ?since.elapsed(),
+            "Redis subscriber reconnected and resubscribed"
+        );
+    }
+    let every = inner.config.heartbeat_every();
+    let mut ping = tokio::time::interval_at(Instant::now() + every, every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let resync = tokio::time::sleep_until(resync_at.unwrap_or_else(Instant::now));
+    tokio::pin!(resync);
+    let mut resync_armed = resync_at.is_some();
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ended::Stopped,
+            () = inner.resubscribe.notified() => {
+                if let Err(e) = sync(inner, &mut conn).await {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            push = rx.recv() => match push {
+                None => return Ended::Lost("connection closed".to_owned()),
+                Some(push) if push.kind == PushKind::Disconnection => {
+                    return Ended::Lost("disconnected".to_owned());
+                }
+                Some(push) => on_push(inner, push),
+            },
+            _ = ping.tick() => {
+                let pong = bounded("subscriber ping", ::redis::cmd("PING").query_async::<::redis::Value>(&mut conn)).await;
+                if let Err(e) = pong {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            () = &mut resync, if resync_armed => {
+                resync_armed = false;
+                reread_watched(inner).await;
+            }
+        }
+    }
+}
+
+fn on_push(inner: &Inner, push: PushInfo) {
+    // Subscription confirmations are copied here too; only messages matter.
+    if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
+        return;
+    }
+    if let Some(message) = Msg::from_push_info(push) {
+        inner.on_message(message.get_channel_name(), message.get_payload_bytes());
+    }
+}
+
+/// Bring the connection's subscriptions in line with what the local sessions want, then
+/// acknowledge the generation that was applied.
+async fn sync(inner: &Inner, conn: &mut MultiplexedConnection) -> Result<(), BusError> {
+    let (changes, generation) = {
+        let mut state = inner.state();
+        let dirty = std::mem::take(&mut state.dirty);
+        let changes: Vec<(Channel, bool)> = dirty
+            .into_iter()
+            .filter_map(|channel| {
+                let want = state.want.contains(&channel);
+                (want != state.subscribed.contains(&channel)).then_some((channel, want))
+            })
+            .collect();
+        (changes, state.generation)
+    };
+    let (subscribe, unsubscribe) = if inner.config.sharded {
+        ("SSUBSCRIBE", "SUNSUBSCRIBE")
+    } else {
+        ("SUBSCRIBE", "UNSUBSCRIBE")
+    };
+    for batch in changes.chunks(SUBSCRIBE_BATCH) {
+        let mut pipe = ::redis::pipe();
+        for (channel, want) in batch {
+            pipe.cmd(if *want { subscribe } else { unsubscribe })
+                .arg(inner.keys.channel(channel))
+                .ignore();
+        }
+        // On failure nothing is recorded: the next connection subscribes all it wants.
+        bounded("subscribe", pipe.query_async::<()>(conn)).await?;
+        let mut state = inner.state();
+        for (channel, want) in batch {
+            if *want {
+                state.subscribed.insert(channel.clone());
+            } else {
+                state.subscribed.remove(channel);
+            }
+        }
+    }
+    inner.acked.send_replace(generation);
+    Ok(())
+}
+
+/// Deliver the current presence of every watched user to its watchers (after a
+/// reconnect: changes published while this gateway was not subscribed were missed).
+async fn reread_watched(inner: &Inner) {
+    let users: Vec<_> = inner
+        .state()
+        .want
+        .iter()
+        .filter_map(|c| match c {
+            Channel::Pres(u) => Some(u.clone()),
+            Channel::User(_) => None,
+        })
+        .collect();
+    for chunk in users.chunks(READ_BATCH) {
+        let keys: Vec<String> = chunk.iter().map(|u| inner.keys.presence(u)).collect();
+        let mut conn = inner.conn.clone();
+        let Ok(values) = inner
+            .run(
+                "presence resync",
+                ::redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async::<Vec<Option<Vec<u8>>>>(&mut conn),
+            )
+            .await
+        else {
+            return;
+        };
+        for (user, value) in chunk.iter().zip(values) {
+            let presence = value.as_deref().and_then(parse_record).map(Arc::new);
+            let sinks = inner.state().fanout.watcher_sinks(user);
+            crate::fanout::deliver(
+                &sinks,
+                Event::Presence {
+                    user: user.clone(),
+                    presence,
+                },
+            );
+        }
+    }
+    tracing::info!(
+        users = users.len(),
+        "Re-read watched presence after reconnecting"
+    );
+}

@@ -1,0 +1,1079 @@
+//! The behaviour every [`Store`] must have, as checks that run against any implementation:
+//! [`SqliteStore`](crate::SqliteStore) and [`PgStore`] in this crate's tests, and stores in
+//! other crates (a gRPC client store, say) in theirs. The port's contract is what these
+//! checks accept, so two stores that pass them cannot disagree on what an edit means.
+//!
+//! Each check takes a fresh, empty store and panics on the first difference. Run them all
+//! with [`run_all`]; a test that wants to look at the database afterwards (leftover rows)
+//! runs one check on a store it keeps.
+//!
+//! [`TestPostgres`] and [`with_postgres`] give tests a throw-away Postgres database each.
+//!
+//! Compiled only with the `conformance` cargo feature: it is test code (it panics), shipped
+//! in the library so that other crates' tests can reuse it.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
+use butterfly_core::lists::{
+    ContactRef, EditOutcome, GroupRef, Gtc, List, ListError, ListMask, ListOp, Privacy, Roster,
+};
+use butterfly_core::store::{Store, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::{PgOptions, PgStore};
+
+/// Run every check, each on a store of its own from `make`.
+///
+/// The name of each check is printed before it runs, so a failure's output says which one
+/// failed. Run it on a multi-threaded runtime: some checks edit from many tasks at once.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    macro_rules! run {
+        ($($check:ident),* $(,)?) => {
+            $(
+                println!("conformance: {}", stringify!($check));
+                $check(make().await).await;
+            )*
+        };
+    }
+    run!(
+        accounts_crud_and_duplicates,
+        forward_list_maintains_reverse_list_and_versions,
+        refused_edits_change_nothing,
+        allow_and_block_are_exclusive,
+        groups_and_membership,
+        settings_nicknames_and_peer_views,
+        delete_account_cascades,
+        concurrent_edits_of_one_owner,
+        concurrent_edits_lose_nothing,
+    );
+}
+
+fn email(name: &str) -> Email {
+    Email::parse(&format!("{name}@example.com")).unwrap()
+}
+
+async fn user(store: &dyn Store, name: &str) -> Account {
+    store
+        .create_account(NewAccount {
+            email: email(name),
+            friendly_name: name.to_string(),
+            password_hash: format!("$argon2id$fake${name}"),
+            legacy_md5: None,
+        })
+        .await
+        .unwrap()
+}
+
+fn add(list: List, name: &str) -> ListOp {
+    ListOp::Add {
+        list,
+        target: ContactRef::Email(email(name)),
+        group: None,
+    }
+}
+
+fn add_to_group(name: &str, group: GroupRef) -> ListOp {
+    ListOp::Add {
+        list: List::Forward,
+        target: ContactRef::Email(email(name)),
+        group: Some(group),
+    }
+}
+
+fn remove(list: List, name: &str) -> ListOp {
+    ListOp::Remove {
+        list,
+        target: ContactRef::Email(email(name)),
+        group: None,
+    }
+}
+
+async fn ok(store: &dyn Store, owner: &Account, op: ListOp) -> EditOutcome {
+    match store.edit(owner.id, op.clone()).await.unwrap() {
+        Ok(out) => out,
+        Err(e) => panic!("{op:?} by {} refused: {e}", owner.email),
+    }
+}
+
+async fn refused(store: &dyn Store, owner: &Account, op: ListOp) -> ListError {
+    store.edit(owner.id, op).await.unwrap().unwrap_err()
+}
+
+fn lists(roster: &Roster, name: &str) -> u8 {
+    mask(roster, &email(name))
+}
+
+/// The lists of `roster`'s owner that hold `who` (0 when none).
+fn mask(roster: &Roster, who: &Email) -> u8 {
+    roster.contact(who).map_or(0, |c| c.lists.0)
+}
+
+const FL: u8 = 1;
+const AL: u8 = 2;
+const BL: u8 = 4;
+const RL: u8 = 8;
+
+/// A small deterministic PRNG (xorshift64*), so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    }
+}
+
+/// Accounts: create, look up by name and id, list in name order, change the password and
+/// the MD5 secret, delete; a second account with the same name in other case is refused,
+/// and ids are never reused.
+pub async fn accounts_crud_and_duplicates(store: Arc<dyn Store>) {
+    let store = &*store;
+
+    let bob = user(store, "bob").await;
+    let alice = user(store, "alice").await;
+    assert_ne!(alice.id, bob.id);
+
+    let dup = store
+        .create_account(NewAccount {
+            email: Email::parse("ALICE@Example.com").unwrap(),
+            friendly_name: "Another Alice".into(),
+            password_hash: "x".into(),
+            legacy_md5: None,
+        })
+        .await;
+    assert!(matches!(dup, Err(StoreError::DuplicateAccount)), "{dup:?}");
+
+    assert_eq!(
+        store.account_by_email(&email("alice")).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.account_by_id(bob.id).await.unwrap(),
+        Some(bob.clone())
+    );
+    assert_eq!(
+        store.account_by_email(&email("nobody")).await.unwrap(),
+        None
+    );
+    assert_eq!(store.account_by_id(UserId(9999)).await.unwrap(), None);
+    assert_eq!(
+        store.accounts().await.unwrap(),
+        vec![alice.clone(), bob.clone()]
+    );
+
+    let md5 = LegacyMd5::new("hunter2");
+    assert!(
+        store
+            .set_password(&email("alice"), "new-hash".into(), Some(md5.clone()))
+            .await
+            .unwrap()
+    );
+    let a = store.account_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(
+        (a.password_hash.as_str(), a.legacy_md5),
+        ("new-hash", Some(md5))
+    );
+    assert!(
+        store
+            .set_password(&email("alice"), "newer".into(), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .account_by_id(alice.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .legacy_md5,
+        None
+    );
+    assert!(
+        !store
+            .set_password(&email("nobody"), "x".into(), None)
+            .await
+            .unwrap()
+    );
+
+    assert!(store.delete_account(&email("bob")).await.unwrap());
+    assert!(!store.delete_account(&email("bob")).await.unwrap());
+    assert_eq!(store.account_by_email(&email("bob")).await.unwrap(), None);
+    // Ids are never reused, so a stale id cannot name a new account.
+    let bob2 = user(store, "bob").await;
+    assert!(bob2.id > bob.id && bob2.id > alice.id);
+}
+
+/// FL edits keep the other side's RL in step, bump both list versions, keep a contact's
+/// GUID and the other side's own bits, and leave no row that no list holds.
+pub async fn forward_list_maintains_reverse_list_and_versions(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+
+    let out = ok(store, &alice, add(List::Forward, "bob")).await;
+    assert_eq!(out.version, 1);
+    assert_eq!(out.reverse, Some((email("bob"), true)));
+    let (a, b) = (
+        store.roster(alice.id).await.unwrap(),
+        store.roster(bob.id).await.unwrap(),
+    );
+    assert_eq!((a.version, b.version), (1, 1));
+    assert_eq!(lists(&a, "bob"), FL);
+    assert_eq!(lists(&b, "alice"), RL);
+    // Peer views: Bob's lists hold Alice on RL; Alice's hold Bob on FL.
+    assert_eq!(
+        a.contact(&email("bob")).unwrap().peer.lists_of_me,
+        ListMask(RL)
+    );
+    assert_eq!(
+        b.contact(&email("alice")).unwrap().peer.lists_of_me,
+        ListMask(FL)
+    );
+
+    // Bob's own edit keeps the RL bit Alice's edit put on his row, and keeps its GUID.
+    let guid = b.contact(&email("alice")).unwrap().guid;
+    let out = ok(store, &bob, add(List::Forward, "alice")).await;
+    assert_eq!(out.version, 2);
+    assert_eq!(out.contact.as_ref().unwrap().guid, guid);
+    let (a, b) = (
+        store.roster(alice.id).await.unwrap(),
+        store.roster(bob.id).await.unwrap(),
+    );
+    assert_eq!((a.version, b.version), (2, 2));
+    assert_eq!((lists(&a, "bob"), lists(&b, "alice")), (FL | RL, FL | RL));
+
+    // Removing FL clears RL on the other side but keeps a row RL still holds ...
+    let out = ok(store, &alice, remove(List::Forward, "bob")).await;
+    assert_eq!(out.reverse, Some((email("bob"), false)));
+    let (a, b) = (
+        store.roster(alice.id).await.unwrap(),
+        store.roster(bob.id).await.unwrap(),
+    );
+    assert_eq!((a.version, b.version), (3, 3));
+    assert_eq!((lists(&a, "bob"), lists(&b, "alice")), (RL, FL));
+
+    // ... and deletes rows nothing holds any more.
+    ok(store, &bob, remove(List::Forward, "alice")).await;
+    let (a, b) = (
+        store.roster(alice.id).await.unwrap(),
+        store.roster(bob.id).await.unwrap(),
+    );
+    assert_eq!((a.version, b.version), (4, 4));
+    assert!(a.contacts.is_empty() && b.contacts.is_empty());
+}
+
+/// Refused edits (unknown users, self, server lists, unknown GUIDs, unknown owners) change
+/// nothing, not even the version; unknown owners read as empty and show nothing.
+pub async fn refused_edits_change_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let _bob = user(store, "bob").await;
+
+    assert_eq!(
+        refused(store, &alice, add(List::Forward, "nobody")).await,
+        ListError::InvalidUser
+    );
+    assert_eq!(
+        refused(store, &alice, add(List::Forward, "alice")).await,
+        ListError::SelfContact
+    );
+    assert_eq!(
+        refused(store, &alice, add(List::Reverse, "bob")).await,
+        ListError::ServerList
+    );
+    assert_eq!(
+        refused(store, &alice, remove(List::Forward, "bob")).await,
+        ListError::NotOnList
+    );
+    let by_guid = ListOp::Add {
+        list: List::Forward,
+        target: ContactRef::Guid(uuid::Uuid::new_v4()),
+        group: None,
+    };
+    assert_eq!(
+        refused(store, &alice, by_guid).await,
+        ListError::InvalidUser
+    );
+    assert_eq!(store.roster(alice.id).await.unwrap().version, 0);
+
+    // Unknown owners.
+    let ghost = UserId(4242);
+    assert_eq!(
+        store.edit(ghost, add(List::Forward, "bob")).await.unwrap(),
+        Err(ListError::InvalidUser)
+    );
+    assert_eq!(store.roster(ghost).await.unwrap(), Roster::default());
+    assert!(
+        !store
+            .peer_view(ghost, alice.id)
+            .await
+            .unwrap()
+            .lets_me_see()
+    );
+}
+
+/// AL and BL exclude each other, change peer views, and touch only the owner's lists.
+pub async fn allow_and_block_are_exclusive(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+
+    let out = ok(store, &alice, add(List::Allow, "bob")).await;
+    assert_eq!(out.privacy_changed, vec![email("bob")]);
+    assert_eq!(out.reverse, None);
+    assert_eq!(
+        refused(store, &alice, add(List::Block, "bob")).await,
+        ListError::InOppositeList
+    );
+    assert_eq!(
+        refused(store, &alice, add(List::Allow, "bob")).await,
+        ListError::AlreadyOnList
+    );
+    assert_eq!(lists(&store.roster(alice.id).await.unwrap(), "bob"), AL);
+
+    ok(store, &alice, remove(List::Allow, "bob")).await;
+    assert!(store.roster(alice.id).await.unwrap().contacts.is_empty());
+    ok(store, &alice, add(List::Block, "bob")).await;
+    let view = store.peer_view(alice.id, bob.id).await.unwrap();
+    assert_eq!(view.lists_of_me, ListMask(BL));
+    assert!(!view.lets_me_see());
+    // AL/BL are not FL: Bob's lists are untouched, only Alice's version moved.
+    let b = store.roster(bob.id).await.unwrap();
+    assert!(b.contacts.is_empty());
+    assert_eq!(b.version, 0);
+    assert_eq!(store.roster(alice.id).await.unwrap().version, 3);
+}
+
+/// Groups: numbering, GUIDs, duplicates refused, renames, membership by number and GUID,
+/// removing a group or an FL contact drops the memberships.
+pub async fn groups_and_membership(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let _bob = user(store, "bob").await;
+    let _carol = user(store, "carol").await;
+
+    let friends = ok(
+        store,
+        &alice,
+        ListOp::AddGroup {
+            name: "Friends".into(),
+        },
+    )
+    .await
+    .group
+    .unwrap();
+    let work = ok(
+        store,
+        &alice,
+        ListOp::AddGroup {
+            name: "Work".into(),
+        },
+    )
+    .await
+    .group
+    .unwrap();
+    assert_eq!((friends.number, work.number), (1, 2));
+    assert_eq!(
+        refused(
+            store,
+            &alice,
+            ListOp::AddGroup {
+                name: "Work".into()
+            }
+        )
+        .await,
+        ListError::GroupExists
+    );
+
+    ok(store, &alice, add_to_group("bob", GroupRef::Number(1))).await;
+    ok(
+        store,
+        &alice,
+        add_to_group("bob", GroupRef::Guid(work.guid)),
+    )
+    .await;
+    ok(store, &alice, add_to_group("carol", GroupRef::Number(2))).await;
+    let r = store.roster(alice.id).await.unwrap();
+    assert_eq!(r.groups, vec![friends.clone(), work.clone()]);
+    assert_eq!(r.contact(&email("bob")).unwrap().groups, vec![1, 2]);
+    assert_eq!(r.contact(&email("carol")).unwrap().groups, vec![2]);
+
+    let renamed = ok(
+        store,
+        &alice,
+        ListOp::RenameGroup {
+            group: GroupRef::Number(1),
+            name: "Pals".into(),
+        },
+    )
+    .await
+    .group
+    .unwrap();
+    assert_eq!(
+        (renamed.guid, renamed.name.as_str()),
+        (friends.guid, "Pals")
+    );
+    assert_eq!(
+        refused(
+            store,
+            &alice,
+            ListOp::RenameGroup {
+                group: GroupRef::Number(1),
+                name: "Work".into()
+            }
+        )
+        .await,
+        ListError::GroupExists
+    );
+
+    let out_of_work = ListOp::Remove {
+        list: List::Forward,
+        target: ContactRef::Email(email("bob")),
+        group: Some(GroupRef::Number(2)),
+    };
+    ok(store, &alice, out_of_work.clone()).await;
+    assert_eq!(
+        refused(store, &alice, out_of_work).await,
+        ListError::NotInGroup
+    );
+    assert_eq!(
+        store
+            .roster(alice.id)
+            .await
+            .unwrap()
+            .contact(&email("bob"))
+            .unwrap()
+            .groups,
+        vec![1]
+    );
+
+    ok(
+        store,
+        &alice,
+        ListOp::RemoveGroup {
+            group: GroupRef::Guid(work.guid),
+        },
+    )
+    .await;
+    let r = store.roster(alice.id).await.unwrap();
+    assert_eq!(
+        r.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+        ["Pals"]
+    );
+    assert_eq!(
+        r.contact(&email("carol")).unwrap().groups,
+        Vec::<u32>::new()
+    );
+    assert_eq!(
+        lists(&r, "carol"),
+        FL,
+        "removing a group keeps its members on FL"
+    );
+
+    // Removing from FL drops the memberships with it.
+    ok(store, &alice, remove(List::Forward, "bob")).await;
+    assert!(
+        store
+            .roster(alice.id)
+            .await
+            .unwrap()
+            .contact(&email("bob"))
+            .is_none()
+    );
+}
+
+/// BLP, GTC, friendly name, phone properties (empty clears), nicknames, and the peer view a
+/// roster carries for each contact.
+pub async fn settings_nicknames_and_peer_views(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+
+    ok(store, &alice, ListOp::SetPrivacy(Privacy::BlockAll)).await;
+    ok(store, &alice, ListOp::SetGtc(Gtc::NoAsk)).await;
+    ok(
+        store,
+        &alice,
+        ListOp::SetFriendlyName("Alice in Chains".into()),
+    )
+    .await;
+    ok(
+        store,
+        &alice,
+        ListOp::SetProperty {
+            key: "PHH".into(),
+            value: "555 0100".into(),
+        },
+    )
+    .await;
+    ok(
+        store,
+        &alice,
+        ListOp::SetProperty {
+            key: "MOB".into(),
+            value: "Y".into(),
+        },
+    )
+    .await;
+    ok(
+        store,
+        &alice,
+        ListOp::SetProperty {
+            key: "MOB".into(),
+            value: String::new(),
+        },
+    )
+    .await;
+    let a = store.roster(alice.id).await.unwrap();
+    assert_eq!(
+        (a.privacy, a.gtc, a.version),
+        (Privacy::BlockAll, Gtc::NoAsk, 6)
+    );
+    assert_eq!(a.friendly_name, "Alice in Chains");
+    assert_eq!(
+        a.properties,
+        vec![("PHH".to_string(), "555 0100".to_string())]
+    );
+
+    // Bob adds Alice: the roster carries Alice's current name and her view of Bob.
+    ok(store, &bob, add(List::Forward, "alice")).await;
+    let c = store
+        .roster(bob.id)
+        .await
+        .unwrap()
+        .contact(&email("alice"))
+        .unwrap()
+        .clone();
+    assert_eq!(c.friendly_name, "Alice in Chains");
+    assert_eq!(
+        (c.peer.privacy, c.peer.lists_of_me),
+        (Privacy::BlockAll, ListMask(RL))
+    );
+    assert!(!c.peer.lets_me_see());
+
+    ok(store, &alice, add(List::Allow, "bob")).await;
+    let c = store
+        .roster(bob.id)
+        .await
+        .unwrap()
+        .contact(&email("alice"))
+        .unwrap()
+        .clone();
+    assert_eq!(c.peer.lists_of_me, ListMask(AL | RL));
+    assert!(c.peer.lets_me_see());
+    assert_eq!(store.peer_view(alice.id, bob.id).await.unwrap(), c.peer);
+    let back = store.peer_view(bob.id, alice.id).await.unwrap();
+    assert_eq!(
+        (back.privacy, back.lists_of_me),
+        (Privacy::AllowAll, ListMask(FL))
+    );
+
+    ok(
+        store,
+        &bob,
+        ListOp::SetNickname {
+            contact: c.guid,
+            name: "Al".into(),
+        },
+    )
+    .await;
+    ok(store, &alice, ListOp::SetFriendlyName("Alice".into())).await;
+    let c = store
+        .roster(bob.id)
+        .await
+        .unwrap()
+        .contact(&email("alice"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (c.nickname.as_deref(), c.friendly_name.as_str()),
+        (Some("Al"), "Alice")
+    );
+    assert_eq!(c.display_name(), "Al");
+}
+
+/// Deleting an account removes it from everyone's lists and bumps their versions, and
+/// keeps what belongs to others.
+pub async fn delete_account_cascades(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+
+    ok(
+        store,
+        &alice,
+        ListOp::AddGroup {
+            name: "Friends".into(),
+        },
+    )
+    .await;
+    ok(store, &alice, add_to_group("bob", GroupRef::Number(1))).await;
+    ok(store, &carol, add(List::Block, "bob")).await;
+    ok(store, &bob, add(List::Forward, "alice")).await;
+    ok(
+        store,
+        &bob,
+        ListOp::AddGroup {
+            name: "Mine".into(),
+        },
+    )
+    .await;
+    ok(
+        store,
+        &bob,
+        ListOp::SetProperty {
+            key: "PHW".into(),
+            value: "1".into(),
+        },
+    )
+    .await;
+    let before = (
+        store.roster(alice.id).await.unwrap().version,
+        store.roster(carol.id).await.unwrap().version,
+    );
+
+    assert!(store.delete_account(&email("bob")).await.unwrap());
+    let a = store.roster(alice.id).await.unwrap();
+    let c = store.roster(carol.id).await.unwrap();
+    assert!(a.contacts.is_empty() && c.contacts.is_empty());
+    assert_eq!(a.groups.len(), 1, "Alice's own group stays");
+    // Their lists lost an entry, so cached lists must be refetched.
+    assert_eq!((a.version, c.version), (before.0 + 1, before.1 + 1));
+    assert_eq!(store.roster(bob.id).await.unwrap().owner, None);
+}
+
+/// Many tasks editing at once, many of them touching the same users: every acknowledged
+/// edit must be present, RL must mirror FL exactly, and every version must equal the number
+/// of acknowledged changes to that user's lists.
+pub async fn concurrent_edits_lose_nothing(store: Arc<dyn Store>) {
+    const USERS: usize = 20;
+    const TASKS_PER_OWNER: usize = 3;
+    const STEPS: usize = 25;
+
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        users.push(user(&*store, &format!("user{i:02}")).await);
+    }
+    let users = Arc::new(users);
+    // Acknowledged edits per owner, and RL changes per target, as the store reported them.
+    let edits: Arc<Vec<AtomicU64>> = Arc::new((0..USERS).map(|_| AtomicU64::new(0)).collect());
+    let rl_changes: Arc<Vec<AtomicU64>> = Arc::new((0..USERS).map(|_| AtomicU64::new(0)).collect());
+    let index: Arc<HashMap<Email, usize>> = Arc::new(
+        users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.email.clone(), i))
+            .collect(),
+    );
+    let record = {
+        let (edits, rl_changes, index) = (edits.clone(), rl_changes.clone(), index.clone());
+        move |owner: usize, out: &EditOutcome| {
+            edits[owner].fetch_add(1, Ordering::Relaxed);
+            if let Some((who, _)) = &out.reverse {
+                rl_changes[index[who]].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+
+    // 1. Everyone adds user 0 at the same moment.
+    let barrier = Arc::new(tokio::sync::Barrier::new(USERS - 1));
+    let mut tasks = Vec::new();
+    for i in 1..USERS {
+        let (store, users, barrier, record) = (
+            store.clone(),
+            users.clone(),
+            barrier.clone(),
+            record.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let op = ListOp::Add {
+                list: List::Forward,
+                target: ContactRef::Email(users[0].email.clone()),
+                group: None,
+            };
+            let out = store.edit(users[i].id, op).await.unwrap().unwrap();
+            record(i, &out);
+        }));
+    }
+    for t in tasks.drain(..) {
+        t.await.unwrap();
+    }
+    let r0 = store.roster(users[0].id).await.unwrap();
+    assert_eq!(r0.version, USERS as u64 - 1);
+    assert_eq!(r0.on_list(List::Reverse).count(), USERS - 1);
+
+    // 2. Each (owner, target) pair is driven by exactly one task with a model of its state,
+    //    so the final state is known; each owner and each target is hit by many tasks at once.
+    #[derive(Clone, Copy, Default, PartialEq, Debug)]
+    struct Pair {
+        fl: bool,
+        al: bool,
+        bl: bool,
+    }
+    let mut tasks = Vec::new();
+    for owner in 0..USERS {
+        for part in 0..TASKS_PER_OWNER {
+            let (store, users, record) = (store.clone(), users.clone(), record.clone());
+            tasks.push(tokio::spawn(async move {
+                let targets: Vec<usize> = (0..USERS)
+                    .filter(|t| *t != owner && t % TASKS_PER_OWNER == part)
+                    .collect();
+                let mut model: HashMap<usize, Pair> = targets
+                    .iter()
+                    .map(|&t| {
+                        (
+                            t,
+                            Pair {
+                                fl: t == 0 && owner != 0,
+                                ..Pair::default()
+                            },
+                        )
+                    })
+                    .collect();
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((owner * 31 + part) as u64 + 1));
+                for _ in 0..STEPS {
+                    let t = targets[rng.below(targets.len())];
+                    let p = model.get_mut(&t).unwrap();
+                    let who = ContactRef::Email(users[t].email.clone());
+                    let (op, list) = match rng.below(4) {
+                        0 | 1 => (p.fl, List::Forward),
+                        2 if !p.bl => (p.al, List::Allow),
+                        _ if !p.al => (p.bl, List::Block),
+                        _ => (p.al, List::Allow),
+                    };
+                    let op = if op {
+                        ListOp::Remove {
+                            list,
+                            target: who,
+                            group: None,
+                        }
+                    } else {
+                        ListOp::Add {
+                            list,
+                            target: who,
+                            group: None,
+                        }
+                    };
+                    let out = match store.edit(users[owner].id, op.clone()).await.unwrap() {
+                        Ok(out) => out,
+                        Err(e) => panic!("user{owner:02}: {op:?} refused: {e}"),
+                    };
+                    match list {
+                        List::Forward => p.fl = !p.fl,
+                        List::Allow => p.al = !p.al,
+                        _ => p.bl = !p.bl,
+                    }
+                    record(owner, &out);
+                }
+                model
+            }));
+        }
+    }
+    let mut expected: HashMap<(usize, usize), Pair> = HashMap::new();
+    for (n, t) in tasks.into_iter().enumerate() {
+        let owner = n / TASKS_PER_OWNER;
+        for (target, pair) in t.await.unwrap() {
+            expected.insert((owner, target), pair);
+        }
+    }
+
+    // 3. Chaos: unmodelled random FL edits from many tasks, some refused; only the
+    //    invariants and the acknowledged counts are checked.
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let (store, users, record) = (store.clone(), users.clone(), record.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (n as u64 + 1));
+            let mut changed = Vec::new();
+            for _ in 0..STEPS {
+                let owner = rng.below(USERS);
+                let target = (owner + 1 + rng.below(USERS - 1)) % USERS;
+                let who = ContactRef::Email(users[target].email.clone());
+                let op = if rng.below(2) == 0 {
+                    ListOp::Add {
+                        list: List::Forward,
+                        target: who,
+                        group: None,
+                    }
+                } else {
+                    ListOp::Remove {
+                        list: List::Forward,
+                        target: who,
+                        group: None,
+                    }
+                };
+                match store.edit(users[owner].id, op).await.unwrap() {
+                    Ok(out) => {
+                        record(owner, &out);
+                        changed.push((owner, target));
+                    }
+                    Err(ListError::AlreadyOnList | ListError::NotOnList) => {}
+                    Err(e) => panic!("unexpected refusal: {e}"),
+                }
+            }
+            changed
+        }));
+    }
+    let mut chaos_touched = std::collections::HashSet::new();
+    for t in tasks {
+        chaos_touched.extend(t.await.unwrap());
+    }
+
+    // Check: acknowledged edits are present, RL mirrors FL, versions count every change.
+    let mut rosters = Vec::new();
+    for u in users.iter() {
+        rosters.push(store.roster(u.id).await.unwrap());
+    }
+    for (a, ra) in rosters.iter().enumerate() {
+        let expected_version =
+            edits[a].load(Ordering::Relaxed) + rl_changes[a].load(Ordering::Relaxed);
+        assert_eq!(ra.version, expected_version, "version of user{a:02}");
+        for (b, rb) in rosters.iter().enumerate() {
+            if a == b {
+                assert!(ra.contact(&users[a].email).is_none());
+                continue;
+            }
+            let ab = mask(ra, &users[b].email);
+            let ba = mask(rb, &users[a].email);
+            assert_eq!(ab & FL != 0, ba & RL != 0, "user{a:02} FL vs user{b:02} RL");
+            if let Some(pair) = expected.get(&(a, b)) {
+                assert_eq!(ab & AL != 0, pair.al, "user{a:02} AL user{b:02}");
+                assert_eq!(ab & BL != 0, pair.bl, "user{a:02} BL user{b:02}");
+                if !chaos_touched.contains(&(a, b)) {
+                    assert_eq!(ab & FL != 0, pair.fl, "user{a:02} FL user{b:02}");
+                }
+            }
+            if let Some(c) = ra.contact(&users[b].email) {
+                assert_eq!(
+                    c.peer.lists_of_me.0, ba,
+                    "peer view of user{b:02} in user{a:02}'s roster"
+                );
+            }
+        }
+    }
+}
+
+/// Many tasks editing one owner at once (each task its own contact): the owner's edits take
+/// turns, so the versions they return are exactly 1..=n with none twice, the final version
+/// is n, every acknowledged change is present, and each contact's RL and version follow
+/// its task's FL edits.
+pub async fn concurrent_edits_of_one_owner(store: Arc<dyn Store>) {
+    const TASKS: usize = 12;
+    const STEPS: usize = 10;
+
+    let owner = user(&*store, "owner").await;
+    let mut peers = Vec::new();
+    for i in 0..TASKS {
+        peers.push(user(&*store, &format!("peer{i:02}")).await);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for peer in peers.iter().cloned() {
+        let (store, owner, barrier) = (store.clone(), owner.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let (mut fl, mut al) = (false, false);
+            let mut versions = Vec::new();
+            for step in 0..STEPS {
+                // Even steps toggle FL (and so the peer's RL), odd steps AL.
+                let (list, on) = if step % 2 == 0 {
+                    fl = !fl;
+                    (List::Forward, fl)
+                } else {
+                    al = !al;
+                    (List::Allow, al)
+                };
+                let target = ContactRef::Email(peer.email.clone());
+                let op = if on {
+                    ListOp::Add {
+                        list,
+                        target,
+                        group: None,
+                    }
+                } else {
+                    ListOp::Remove {
+                        list,
+                        target,
+                        group: None,
+                    }
+                };
+                versions.push(ok(&*store, &owner, op).await.version);
+            }
+            (versions, fl, al)
+        }));
+    }
+    let mut versions = Vec::new();
+    let mut expected = Vec::new();
+    for t in tasks {
+        let (v, fl, al) = t.await.unwrap();
+        versions.extend(v);
+        expected.push((fl, al));
+    }
+    versions.sort_unstable();
+    let n = (TASKS * STEPS) as u64;
+    assert_eq!(versions, (1..=n).collect::<Vec<_>>(), "versions handed out");
+
+    let r = store.roster(owner.id).await.unwrap();
+    assert_eq!(r.version, n);
+    let fl_toggles = STEPS.div_ceil(2) as u64;
+    for (peer, (fl, al)) in peers.iter().zip(expected) {
+        let m = mask(&r, &peer.email);
+        assert_eq!((m & FL != 0, m & AL != 0), (fl, al), "{}", peer.email);
+        let p = store.roster(peer.id).await.unwrap();
+        assert_eq!(mask(&p, &owner.email) & RL != 0, fl, "RL of {}", peer.email);
+        assert_eq!(p.version, fl_toggles, "version of {}", peer.email);
+    }
+}
+
+/// The variable naming the Postgres server that tests create their databases on.
+pub const TEST_DATABASE_URL_VAR: &str = "BUTTERFLY_TEST_DATABASE_URL";
+/// Where tests look when [`TEST_DATABASE_URL_VAR`] is unset: the local server, trust auth.
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A Postgres server on which tests create throw-away databases, `bf_test_<random hex>`,
+/// so that tests run in parallel and against a clean schema without seeing each other.
+///
+/// Get one with [`with_postgres`], which also drops the databases afterwards.
+#[derive(Debug)]
+pub struct TestPostgres {
+    /// The server as the test URL names it (its database is only used to connect).
+    admin: PgConnectOptions,
+    /// The databases created so far, as (name, URL).
+    created: Mutex<Vec<(String, String)>>,
+}
+
+impl TestPostgres {
+    /// The server at [`TEST_DATABASE_URL_VAR`] (default [`DEFAULT_TEST_DATABASE_URL`]),
+    /// or `None` when it cannot be reached — after printing that the test is skipped and
+    /// how to start the server, so that `cargo test` passes on a machine without Postgres.
+    ///
+    /// # Panics
+    /// When it cannot be reached and `CI` is `true`: in CI a skipped test would hide that
+    /// the Postgres store went untested.
+    pub async fn reachable() -> Option<Arc<Self>> {
+        let url = std::env::var(TEST_DATABASE_URL_VAR)
+            .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_string());
+        let problem = match PgConnectOptions::from_str(&url) {
+            Err(e) => e.to_string(),
+            Ok(admin) => {
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    PgConnection::connect_with(&admin),
+                )
+                .await;
+                match attempt {
+                    Ok(Ok(conn)) => {
+                        let _ = conn.close().await;
+                        return Some(Arc::new(TestPostgres {
+                            admin,
+                            created: Mutex::new(Vec::new()),
+                        }));
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "no answer within 10 s".to_string(),
+                }
+            }
+        };
+        let skipped = format!(
+            "skipped: Postgres not reachable at {url}; start it (e.g. pg_ctlcluster \
+             --skip-systemctl-redirect 15 main start) or set {TEST_DATABASE_URL_VAR}"
+        );
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{skipped}\n({problem}; CI=true, so this fails instead of skipping)");
+        }
+        eprintln!("{skipped}\n({problem})");
+        None
+    }
+
+    /// Pool settings for test stores: patient, since tests load a small machine with many
+    /// concurrent edits; the defaults are for production.
+    pub fn options() -> PgOptions {
+        PgOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Create a new, empty database (no schema); returns its URL.
+    pub async fn create_database(&self) -> String {
+        let hex = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("bf_test_{}", &hex[..16]);
+        self.admin_execute(&format!("CREATE DATABASE {name}")).await;
+        let url = self
+            .admin
+            .clone()
+            .database(&name)
+            .to_url_lossy()
+            .to_string();
+        self.created.lock().unwrap().push((name, url.clone()));
+        url
+    }
+
+    /// A store on a new, migrated database.
+    pub async fn store(&self) -> PgStore {
+        let url = self.create_database().await;
+        let store = PgStore::connect(&url, Self::options()).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// The URLs of the databases created so far, oldest first: to look at what the API
+    /// cannot show (leftover rows) after a test.
+    pub fn database_urls(&self) -> Vec<String> {
+        let created = self.created.lock().unwrap();
+        created.iter().map(|(_, url)| url.clone()).collect()
+    }
+
+    /// Drop every database created so far, disconnecting whoever still uses it.
+    pub async fn drop_databases(&self) {
+        let names: Vec<String> = {
+            let mut created = self.created.lock().unwrap();
+            created.drain(..).map(|(name, _)| name).collect()
+        };
+        for name in names {
+            self.admin_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+
+    async fn admin_execute(&self, sql: &str) {
+        let mut conn = PgConnection::connect_with(&self.admin).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        let _ = conn.close().await;
+    }
+}
+
+/// Run `test` with a reachable [`TestPostgres`] (or skip it, see
+/// [`TestPostgres::reachable`]), then drop the databases it created — also when it fails:
+/// the test runs as a task of its own, and its panic is re-raised after the cleanup.
+pub async fn with_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<TestPostgres>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(pg) = TestPostgres::reachable().await else {
+        return;
+    };
+    let outcome = tokio::spawn(test(pg.clone())).await;
+    pg.drop_databases().await;
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("test task failed: {e}"),
+        }
+    }
+}
