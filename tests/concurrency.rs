@@ -104,6 +104,7 @@ async fn concurrent_list_edits_lose_nothing() {
 
     // Everything acknowledged is stored, and FL and RL agree everywhere.
     let store = cluster.store();
+    let store = store.as_ref();
     let id = |i: usize| async move {
         store
             .account_by_email(&Email::parse(&user(i)).unwrap())

@@ -56,14 +56,17 @@ stop() {
 }
 trap 'stop 0' TERM INT
 
+# alloc: the next port of the range, in $got (not printed: a $(…) subshell would lose
+# the count).
 port=$base
-next_port() { port=$((port + 1)); echo $((port - 1)); }
+alloc() { got=$port; port=$((port + 1)); }
 
 # start NAME ARGS…: a `butterfly serve` in the background, stdout and stderr logged.
 start() {
     local name=$1; shift
     local out="$log_dir/$name.out"
-    "$bin" serve --admin-listen "$host:$(next_port)" --public-host "$host" "$@" \
+    alloc
+    "$bin" serve --admin-listen "$host:$got" --public-host "$host" "$@" \
         >"$out" 2>"$log_dir/$name.log" &
     pids+=($!)
     names+=("$name")
@@ -88,20 +91,23 @@ wait_ready() {
 # listener I KIND: the address process I printed for KIND ("ns", "sb", "http", "grpc").
 listener() { sed -n "s/^$2 listening on //p" "${outs[$1]}" | head -n 1; }
 
-book_port=$(next_port)
+alloc
 start addressbook --target addressbook --database-url "$BUTTERFLY_DATABASE_URL" \
-    --grpc-listen "$host:$book_port"
+    --grpc-listen "$host:$got"
 wait_ready 0
 book_url="http://$(listener 0 grpc)"
 
-start passport --target passport --addressbook-url "$book_url" --http-listen "$host:$(next_port)"
+alloc
+start passport --target passport --addressbook-url "$book_url" --http-listen "$host:$got"
 for ((i = 0; i < switchboards; i++)); do
+    alloc
     start "switchboard-$i" --target switchboard --redis-url "$BUTTERFLY_REDIS_URL" \
-        --addressbook-url "$book_url" --sb-listen "$host:$(next_port)" --shard-id "sb-$i"
+        --addressbook-url "$book_url" --sb-listen "$host:$got" --shard-id "sb-$i"
 done
 for ((i = 0; i < gateways; i++)); do
+    alloc
     start "ns-gateway-$i" --target ns-gateway --redis-url "$BUTTERFLY_REDIS_URL" \
-        --addressbook-url "$book_url" --ns-listen "$host:$(next_port)"
+        --addressbook-url "$book_url" --ns-listen "$host:$got"
 done
 for i in "${!pids[@]}"; do wait_ready "$i"; done
 

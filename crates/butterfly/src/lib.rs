@@ -4,6 +4,7 @@
 
 pub mod roles;
 pub mod settings;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -87,9 +88,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Database> {
                 format!("creating data directory {}", settings.data_dir.display())
             })?;
             let path = settings.data_dir.join("butterfly.db");
-            Database::Sqlite(Arc::new(SqliteStore::open(&path).await.with_context(
-                || format!("opening database {}", path.display()),
-            )?))
+            Database::Sqlite(Arc::new(
+                SqliteStore::open(&path)
+                    .await
+                    .with_context(|| format!("opening database {}", path.display()))?,
+            ))
         }
     };
     Ok(db)

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the server: by default every role in this process with SQLite and an in-process
     /// bus; with --target, --redis-url and --database-url, roles of a distributed network.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -66,13 +66,14 @@ enum UserCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BUTTERFLY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let service = match &cli.command {
+        Command::Serve(serve) => match serve.target.as_deref() {
+            Some(target) if target != "all" => format!("butterfly-{}", target.replace(',', "+")),
+            _ => "butterfly".to_owned(),
+        },
+        _ => "butterfly-cli".to_owned(),
+    };
+    let telemetry = butterfly::telemetry::init(&service);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,7 +84,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    drop(runtime);
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -236,10 +236,7 @@ impl Settings {
                 .clone()
                 .or(file.redis_prefix)
                 .unwrap_or_else(|| "bf:".into()),
-            redis_sharded: serve
-                .redis_sharded
-                .or(file.redis_sharded)
-                .unwrap_or(false),
+            redis_sharded: serve.redis_sharded.or(file.redis_sharded).unwrap_or(false),
             target,
             roles,
             grpc_listen: serve

@@ -144,21 +144,50 @@ fn environment_variables_work_like_flags() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A composition that cannot work is refused at once, saying what is missing.
 #[test]
-fn postgres_and_redis_urls_are_refused_clearly_for_now() {
-    let d = temp_dir("urls");
+fn role_compositions_that_cannot_work_are_refused_clearly() {
+    let d = temp_dir("roles");
     let dir = dir_arg(&d);
-    let o = run(&[
-        "serve",
-        "--data-dir",
-        &dir,
-        "--redis-url",
-        "redis://127.0.0.1",
-        "--ns-listen",
-        "127.0.0.1:0",
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("distributed mode"), "{}", stderr(&o));
+    let secret = "0123456789abcdef0123456789abcdef";
+    let listen = ["--ns-listen", "127.0.0.1:0", "--sb-listen", "127.0.0.1:0"];
+    let cases: [(&[&str], &str); 5] = [
+        (&["--target", "gateway"], "unknown role 'gateway'"),
+        (&["--target", "ns-gateway"], "give --redis-url"),
+        (
+            &[
+                "--target",
+                "ns-gateway",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+            ],
+            "same --ticket-secret",
+        ),
+        (
+            &[
+                "--target",
+                "switchboard",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--ticket-secret",
+                secret,
+            ],
+            "needs --addressbook-url",
+        ),
+        // Nothing listens on port 1: the bus cannot start, and says where it looked.
+        (
+            &["--redis-url", "redis://127.0.0.1:1"],
+            "connecting to Redis at redis://127.0.0.1:1",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["serve", "--data-dir", &dir];
+        all.extend(listen);
+        all.extend(args);
+        let o = run(&all);
+        assert!(!o.status.success(), "{args:?} started");
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -13,6 +13,7 @@ use butterfly_core::lists::{
 };
 use butterfly_core::metrics;
 use butterfly_core::presence::{Presence, Status};
+use butterfly_core::store::StoreError;
 use butterfly_core::tickets::SbGrant;
 use bytes::Bytes;
 use msnp::codec::{DecodeError, Decoded, Direction, MsnpCodec, RejectReason, Rejection};
@@ -748,14 +749,10 @@ impl Session {
         match (kind, auth, std::mem::replace(&mut self.auth, Auth::Start)) {
             (AuthKind::Md5, UsrAuth::Md5Initial { email }, _) => {
                 let account = match Email::parse(&email) {
-                    Ok(e) => self
-                        .deps
-                        .store
-                        .account_by_email(&e)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(Box::new),
+                    Ok(e) => match self.deps.store.account_by_email(&e).await {
+                        Ok(a) => a.map(Box::new),
+                        Err(e) => return self.storage_down(tr, e),
+                    },
                     Err(_) => None,
                 };
                 let salt = match account.as_ref().and_then(|a| a.legacy_md5.as_ref()) {
@@ -796,7 +793,8 @@ impl Session {
                 };
                 match self.deps.store.account_by_id(UserId(claims.uid)).await {
                     Ok(Some(a)) if a.email == email => self.signed_in(tr, a).await,
-                    _ => self.auth_failed(tr),
+                    Ok(_) => self.auth_failed(tr),
+                    Err(e) => self.storage_down(tr, e),
                 }
             }
             (_, UsrAuth::Other { .. }, _) => {
@@ -811,6 +809,14 @@ impl Session {
         info!("Sign-in refused");
         metrics::inc(&metrics::global().ns_login_failures_total);
         self.error(ErrorCode::AuthFailed, Some(tr));
+        Err(Close::Refused)
+    }
+
+    /// The accounts cannot be read (the database or the address book is down): say so
+    /// (501) rather than blame the password, and close; the client retries later.
+    fn storage_down(&mut self, tr: TrId, e: StoreError) -> Flow {
+        warn!(error = %e, "Account lookup failed at sign-in");
+        self.error(ErrorCode::DatabaseError, Some(tr));
         Err(Close::Refused)
     }
 

@@ -58,7 +58,9 @@ impl TestCluster {
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
-        self.running().store().expect("the embedded server has a database")
+        self.running()
+            .store()
+            .expect("the embedded server has a database")
     }
 
     /// Create an account usable from every dialect (legacy MD5 on), with cheap hashing.

@@ -150,7 +150,12 @@ impl Network {
             .spawn(
                 "addressbook",
                 0,
-                &["--database-url", &addressbook_db, "--grpc-listen", "127.0.0.1:0"],
+                &[
+                    "--database-url",
+                    &addressbook_db,
+                    "--grpc-listen",
+                    "127.0.0.1:0",
+                ],
             )
             .await;
         let book_url = format!("http://{}", addressbook.addr("grpc"));
@@ -158,7 +163,12 @@ impl Network {
             .spawn(
                 "passport",
                 0,
-                &["--addressbook-url", &book_url, "--http-listen", "127.0.0.1:0"],
+                &[
+                    "--addressbook-url",
+                    &book_url,
+                    "--http-listen",
+                    "127.0.0.1:0",
+                ],
             )
             .await;
         let store = PgStore::connect(&database_url, PgOptions::default())

@@ -11,8 +11,8 @@ use std::time::Duration;
 use sqlx::Connection;
 use tokio::process::{Child, Command};
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -90,7 +90,8 @@ impl Services {
                 .build()
                 .expect("cleanup runtime");
             rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&services.database_admin_url).await
+                if let Ok(mut conn) =
+                    sqlx::PgConnection::connect(&services.database_admin_url).await
                 {
                     let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
                     if let Err(e) = sqlx::query(&drop).execute(&mut conn).await {
@@ -121,7 +122,10 @@ async fn redis_ping(url: &str) -> bool {
     };
     let ping = async {
         let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(3), ping).await,
@@ -213,7 +217,11 @@ impl PrivateRedis {
     /// Kill the server (all keys are lost) and start a new one on the same port.
     pub async fn restart(&mut self) {
         self.stop().await;
-        assert!(self.spawn().await, "redis-server restarts on port {}", self.port);
+        assert!(
+            self.spawn().await,
+            "redis-server restarts on port {}",
+            self.port
+        );
     }
 
     pub async fn stop(&mut self) {
