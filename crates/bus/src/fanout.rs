@@ -1,7 +1,7 @@
 //! Local fan-out: which local sessions get an event for a user.
 //!
 //! This part has no I/O and no locks, so both buses can use it. [`MemoryBus`](crate::MemoryBus)
-//! keeps one for the whole process. The Redis bus will keep one per gateway and use the
+//! keeps one for the whole process. The Redis bus keeps one per gateway and uses the
 //! return values of [`LocalFanout::watch`], [`LocalFanout::unwatch`] and
 //! [`LocalFanout::detach`] to (un)subscribe `pres:{user}` and `user:{user}`. The reference
 //! count of a channel is the number of local sessions that need it.

@@ -1,6 +1,6 @@
-//! The durable-data port. Implementations: SQLite (embedded) in `butterfly-store`;
-//! Postgres arrives with the distributed mode. Every method that changes data has
-//! committed before it returns `Ok`.
+//! The durable-data port. Implementations: SQLite (embedded) and Postgres (distributed)
+//! in `butterfly-store`; the address book over gRPC (`RemoteStore`) in `butterfly-rpc`.
+//! Every method that changes data has committed before it returns `Ok`.
 
 use async_trait::async_trait;
 
