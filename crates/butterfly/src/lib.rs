@@ -26,6 +26,9 @@ use butterfly_store::{PgOptions, PgStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::server::HealthReporter;
 
 pub use roles::{Role, Roles};
 pub use settings::Settings;
@@ -163,6 +166,8 @@ pub struct Running {
     /// Stops the Redis background work (heartbeats, registry refresh). Cancelled only
     /// after the drain: a draining gateway keeps its lease so its users are not reaped.
     redis_token: CancellationToken,
+    /// `grpc.health.v1` on the admin port: follows `ready`.
+    health: HealthReporter,
     shutdown: CancellationToken,
     ready: Arc<AtomicBool>,
     tasks: JoinSet<()>,
@@ -180,6 +185,9 @@ impl Running {
     /// everything finished in time.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         self.ready.store(false, Ordering::SeqCst);
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         // A draining shard takes no new chats: leave the registry first.
         if let Some(registration) = self.registration.take() {
             registration.stop().await;
@@ -430,7 +438,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     }
 
     let token = shutdown.clone();
-    let admin_router = admin_router(ready.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let admin_router = admin_router(ready.clone(), health_service);
     tasks.spawn(async move {
         let serve = axum::serve(admin_listener, admin_router)
             .with_graceful_shutdown(async move { token.cancelled().await });
@@ -440,6 +449,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     });
 
     ready.store(true, Ordering::SeqCst);
+    health.set_service_status("", ServingStatus::Serving).await;
     Ok(Running {
         ns,
         sb,
@@ -450,16 +460,21 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         redis,
         registration,
         redis_token,
+        health,
         shutdown,
         ready,
         tasks,
     })
 }
 
-/// `/livez` (the process answers), `/readyz` (accepting work; false while draining),
-/// `/metrics` (Prometheus text).
-fn admin_router(ready: Arc<AtomicBool>) -> Router {
-    Router::new()
+/// `/livez` (the process answers; never depends on Redis or Postgres), `/readyz`
+/// (accepting work; false while draining), `/metrics` (Prometheus text).
+///
+/// The same port serves `grpc.health.v1.Health` (HTTP/2), SERVING while ready, so an
+/// orchestrator can probe every role the same way.
+fn admin_router(ready: Arc<AtomicBool>, health: HealthServer<impl Health>) -> Router {
+    tonic::service::Routes::new(health)
+        .into_axum_router()
         .route("/livez", get(|| async { "ok\n" }))
         .route(
             "/readyz",

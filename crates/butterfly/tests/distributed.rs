@@ -18,6 +18,10 @@ use butterfly_testkit::{
     line_of,
 };
 
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
 const BIN: &str = env!("CARGO_BIN_EXE_butterfly");
 
 async fn network(test: &str, options: NetworkOptions) -> Option<Network> {
@@ -543,6 +547,23 @@ fn url_host(url: &str) -> Option<SocketAddr> {
         format!("{host}:5432")
     };
     host.replace("localhost", "127.0.0.1").parse().ok()
+}
+
+/// `grpc.health.v1.Health/Check` for the whole server ("").
+async fn grpc_health(addr: SocketAddr) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut client = HealthClient::new(channel);
+    let reply = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(reply.into_inner().status).ok()
 }
 
 #[tokio::test]
