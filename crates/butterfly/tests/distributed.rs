@@ -588,6 +588,12 @@ async fn sigterm_drains_a_gateway() {
             .status,
         200
     );
+    // Every role answers gRPC health checks too (the gateway on its admin port).
+    assert_eq!(grpc_health(admin).await, Some(ServingStatus::Serving));
+    assert_eq!(
+        grpc_health(net.addressbook.addr("grpc")).await,
+        Some(ServingStatus::Serving)
+    );
 
     net.gateways[0].terminate();
     // Readiness goes off at once while the sessions are told OUT SSD over the window.
