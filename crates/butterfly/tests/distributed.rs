@@ -17,6 +17,7 @@ use butterfly_testkit::{
     Client, Network, NetworkOptions, PrivateRedis, Services, TIMEOUT, TcpProxy, TestCluster,
     line_of,
 };
+use msnp::frame::Frame;
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -187,9 +188,25 @@ async fn chat(
     callee: &mut Client,
     to: &str,
 ) -> (Client, Client, SocketAddr) {
+    let xfr = xfr_sb(caller).await;
+    chat_at(&xfr, from, callee, to).await
+}
+
+/// `XFR SB`: the reply names a shard and carries the caller's cookie.
+async fn xfr_sb(caller: &mut Client) -> Frame {
     let tr = caller.cmd("XFR", "SB").await;
     let xfr = caller.expect_where("XFR", |f| f.tr_id() == Some(tr)).await;
-    assert_eq!(xfr.args[1..3], ["SB".to_owned(), xfr.args[2].clone()]);
+    assert_eq!((xfr.args[1].as_str(), xfr.args[3].as_str()), ("SB", "CKI"));
+    xfr
+}
+
+/// [`chat`] at the shard an earlier `XFR` named.
+async fn chat_at(
+    xfr: &Frame,
+    from: &str,
+    callee: &mut Client,
+    to: &str,
+) -> (Client, Client, SocketAddr) {
     let sb_addr: SocketAddr = xfr.args[2].parse().expect("XFR names host:port");
     let mut a = Client::connect(sb_addr, 12).await;
     let tr = a.cmd("USR", &format!("{from} {}", xfr.args[4])).await;
@@ -388,30 +405,54 @@ async fn a_killed_shard_drops_its_chats_and_new_chats_go_to_live_shards() {
     let live = net.switchboards[1 - dead].addr("sb");
     let named = tokio::time::timeout(TIMEOUT * 2, async {
         loop {
-            let tr = carol.cmd("XFR", "SB").await;
-            let xfr = carol.expect_where("XFR", |f| f.tr_id() == Some(tr)).await;
+            let xfr = xfr_sb(&mut carol).await;
             if xfr.args[2] == live.to_string() {
-                return;
+                return xfr;
             }
             // The registry is refreshed about every second; ask again after it.
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
     .await;
-    assert!(
-        named.is_ok(),
-        "XFR kept naming the dead shard:\n{}",
-        net.logs()
-    );
-    let (mut a, mut b, shard) = chat(
-        &mut carol,
-        "carol@example.com",
-        &mut dave,
-        "dave@example.com",
-    )
-    .await;
+    let Ok(xfr) = named else {
+        panic!("XFR kept naming the dead shard:\n{}", net.logs());
+    };
+    let (mut a, mut b, shard) =
+        chat_at(&xfr, "carol@example.com", &mut dave, "dave@example.com").await;
     assert_eq!(shard, live);
     talk(&mut a, "carol@example.com", &mut b, "dave@example.com").await;
+}
+
+/// A switchboard cookie is good only at the shard `XFR` named.
+#[tokio::test]
+async fn a_cookie_is_refused_by_another_shard() {
+    let Some(net) = network("cookie per shard", NetworkOptions::default()).await else {
+        return;
+    };
+    net.add_user("alice@example.com", "pw", "Alice").await;
+    let mut alice = online(&net, 0, "alice@example.com").await;
+    let tr = alice.cmd("XFR", "SB").await;
+    let xfr = alice.expect_where("XFR", |f| f.tr_id() == Some(tr)).await;
+    let named: SocketAddr = xfr.args[2].parse().expect("host:port");
+    let other = net
+        .switchboards
+        .iter()
+        .map(|p| p.addr("sb"))
+        .find(|a| *a != named)
+        .expect("two shards");
+    let mut sb = Client::connect(other, 12).await;
+    let tr = sb
+        .cmd("USR", &format!("alice@example.com {}", xfr.args[4]))
+        .await;
+    assert_eq!(sb.closed_lines().await, [format!("911 {tr}")]);
+    let mut sb = Client::connect(named, 12).await;
+    let tr = sb
+        .cmd("USR", &format!("alice@example.com {}", xfr.args[4]))
+        .await;
+    assert_eq!(
+        sb.next_line().await,
+        format!("USR {tr} OK alice@example.com Alice")
+    );
 }
 
 #[tokio::test]

@@ -40,10 +40,11 @@ pub struct SbGrant {
 pub trait Tickets: Send + Sync + 'static {
     fn issue_passport(&self, user: UserId, email: &Email) -> String;
     fn verify_passport(&self, token: &str) -> Result<PassportClaims, TicketError>;
-    /// A short-lived switchboard cookie for `user`.
-    fn issue_sb(&self, user: &Email, grant: SbGrant) -> String;
-    /// Check a cookie presented by `user` (the name on the USR/ANS line).
-    fn verify_sb(&self, cookie: &str, user: &Email) -> Result<SbGrant, TicketError>;
+    /// A short-lived switchboard cookie for `user`, good only at the shard that advertises
+    /// `shard` (its `host:port`).
+    fn issue_sb(&self, user: &Email, grant: SbGrant, shard: &str) -> String;
+    /// Check a cookie presented by `user` (the name on the USR/ANS line) to `shard`.
+    fn verify_sb(&self, cookie: &str, user: &Email, shard: &str) -> Result<SbGrant, TicketError>;
 }
 
 const AUD_PASSPORT: &str = "butterfly-passport";
@@ -83,12 +84,14 @@ impl JwtTickets {
         self
     }
 
-    /// 96 bits of HMAC-SHA256 over the cookie's fields and the user, as hex.
-    fn sb_mac(&self, user: &Email, sid: u32, exp: u64, role: char) -> String {
+    /// 96 bits of HMAC-SHA256 over the cookie's fields, the user and the shard, as hex.
+    /// The shard is in the MAC, not in the cookie: the shard checking it knows its own
+    /// address, and the cookie stays short.
+    fn sb_mac(&self, user: &Email, sid: u32, exp: u64, role: char, shard: &str) -> String {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
             .expect("HMAC takes any key length");
-        mac.update(format!("{AUD_SB}\n{user}\n{sid}\n{exp}\n{role}").as_bytes());
+        mac.update(format!("{AUD_SB}\n{user}\n{sid}\n{exp}\n{role}\n{shard}").as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..12])
     }
 
@@ -139,14 +142,14 @@ impl Tickets for JwtTickets {
         self.decode(token, AUD_PASSPORT)
     }
 
-    fn issue_sb(&self, user: &Email, grant: SbGrant) -> String {
+    fn issue_sb(&self, user: &Email, grant: SbGrant, shard: &str) -> String {
         let exp = expiry(self.sb_ttl);
         let role = if grant.answer { 'A' } else { 'C' };
-        let mac = self.sb_mac(user, grant.sid, exp, role);
+        let mac = self.sb_mac(user, grant.sid, exp, role, shard);
         format!("{}.{exp}.{role}.{mac}", grant.sid)
     }
 
-    fn verify_sb(&self, cookie: &str, user: &Email) -> Result<SbGrant, TicketError> {
+    fn verify_sb(&self, cookie: &str, user: &Email, shard: &str) -> Result<SbGrant, TicketError> {
         let mut parts = cookie.split('.');
         let (Some(sid), Some(exp), Some(role), Some(mac), None) = (
             parts.next(),
@@ -165,7 +168,7 @@ impl Tickets for JwtTickets {
             "C" => (false, 'C'),
             _ => return Err(TicketError::Invalid),
         };
-        let expected = self.sb_mac(user, sid, exp, role);
+        let expected = self.sb_mac(user, sid, exp, role, shard);
         if !crate::account::constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
             return Err(TicketError::Invalid);
         }
@@ -180,6 +183,8 @@ impl Tickets for JwtTickets {
 mod tests {
     use super::*;
 
+    const SHARD: &str = "sb1.example.com:1864";
+
     #[test]
     fn switchboard_cookies_are_short_and_bound_to_user_session_and_role() {
         let t = JwtTickets::new("k1", b"0123456789abcdef0123456789abcdef");
@@ -189,30 +194,41 @@ mod tests {
             sid: 11752013,
             answer: true,
         };
-        let cookie = t.issue_sb(&alice, grant);
+        let cookie = t.issue_sb(&alice, grant, SHARD);
         assert!(cookie.len() <= 48 && !cookie.contains(' '), "{cookie}");
-        assert_eq!(t.verify_sb(&cookie, &alice), Ok(grant));
-        assert_eq!(t.verify_sb(&cookie, &bob), Err(TicketError::Invalid));
+        assert_eq!(t.verify_sb(&cookie, &alice, SHARD), Ok(grant));
+        assert_eq!(t.verify_sb(&cookie, &bob, SHARD), Err(TicketError::Invalid));
+        // A cookie is good only at the shard it was minted for.
+        assert_eq!(
+            t.verify_sb(&cookie, &alice, "sb2.example.com:1864"),
+            Err(TicketError::Invalid)
+        );
         // Changing the session or the role breaks the MAC.
         let forged_sid = cookie.replacen("11752013", "11752014", 1);
-        assert_eq!(t.verify_sb(&forged_sid, &alice), Err(TicketError::Invalid));
+        assert_eq!(
+            t.verify_sb(&forged_sid, &alice, SHARD),
+            Err(TicketError::Invalid)
+        );
         let forged_role = cookie.replace(".A.", ".C.");
-        assert_eq!(t.verify_sb(&forged_role, &alice), Err(TicketError::Invalid));
+        assert_eq!(
+            t.verify_sb(&forged_role, &alice, SHARD),
+            Err(TicketError::Invalid)
+        );
         let other_key = JwtTickets::new("k2", b"another key another key another!");
         assert_eq!(
-            other_key.verify_sb(&cookie, &alice),
+            other_key.verify_sb(&cookie, &alice, SHARD),
             Err(TicketError::Invalid)
         );
         for junk in ["", "1.2.3", "a.b.C.d", "1.2.X.00", "1.2.C.00.extra"] {
             assert_eq!(
-                t.verify_sb(junk, &alice),
+                t.verify_sb(junk, &alice, SHARD),
                 Err(TicketError::Invalid),
                 "{junk}"
             );
         }
         let expired = JwtTickets::new("k1", b"0123456789abcdef0123456789abcdef")
             .with_ttls(Duration::ZERO, Duration::ZERO);
-        let old = expired.issue_sb(&alice, grant);
+        let old = expired.issue_sb(&alice, grant, SHARD);
         // Issued with a zero lifetime: valid through the current second only.
         let parts: Vec<&str> = old.split('.').collect();
         let past = format!(
@@ -220,9 +236,12 @@ mod tests {
             parts[0],
             1,
             parts[2],
-            expired.sb_mac(&alice, grant.sid, 1, 'A')
+            expired.sb_mac(&alice, grant.sid, 1, 'A', SHARD)
         );
-        assert_eq!(expired.verify_sb(&past, &alice), Err(TicketError::Expired));
+        assert_eq!(
+            expired.verify_sb(&past, &alice, SHARD),
+            Err(TicketError::Expired)
+        );
     }
 
     #[test]
@@ -235,7 +254,7 @@ mod tests {
         let other = JwtTickets::new("k2", b"another key another key another!");
         assert_eq!(other.verify_passport(&tok), Err(TicketError::Invalid));
         // A passport ticket is not a switchboard cookie.
-        assert_eq!(t.verify_sb(&tok, &email), Err(TicketError::Invalid));
+        assert_eq!(t.verify_sb(&tok, &email, SHARD), Err(TicketError::Invalid));
         assert_eq!(t.verify_passport("garbage"), Err(TicketError::Invalid));
     }
 

@@ -1090,7 +1090,7 @@ impl Session {
                 inviter_friendly,
             }) => {
                 let d = self.dialect();
-                let cookie = self.sb_cookie(*session_id, true);
+                let cookie = self.sb_cookie(*session_id, true, sb_address);
                 self.send(reply::rng(
                     d,
                     *session_id,
@@ -1104,10 +1104,11 @@ impl Session {
         Ok(())
     }
 
-    fn sb_cookie(&self, sid: u32, answer: bool) -> String {
+    /// A cookie for `shard` only, so a cookie cannot open sessions on another shard.
+    fn sb_cookie(&self, sid: u32, answer: bool, shard: &str) -> String {
         self.deps
             .tickets
-            .issue_sb(&self.me().email, SbGrant { sid, answer })
+            .issue_sb(&self.me().email, SbGrant { sid, answer }, shard)
     }
 
     fn xfr(&mut self, tr: TrId, target: &str) -> Flow {
@@ -1124,13 +1125,13 @@ impl Session {
             self.error(ErrorCode::NotAllowedWhenOffline, Some(tr));
             return Ok(());
         }
-        let sid = rand::random::<u32>() & 0x7fff_ffff;
-        let cookie = self.sb_cookie(sid, false);
         let Some(addr) = self.deps.switchboards.pick() else {
             warn!("XFR SB with no live switchboard shard");
             self.error(ErrorCode::ServerUnavailable, Some(tr));
             return Ok(());
         };
+        let sid = rand::random::<u32>() & 0x7fff_ffff;
+        let cookie = self.sb_cookie(sid, false, &addr);
         self.send(reply::xfr_sb(self.dialect(), tr, &addr, &cookie));
         Ok(())
     }

@@ -462,7 +462,7 @@ impl Conn {
         let grant = self
             .deps
             .tickets
-            .verify_sb(cookie, &email)
+            .verify_sb(cookie, &email, &self.config.public_address)
             .ok()
             .filter(|g| g.answer == answer)?;
         let (_, p) = self
