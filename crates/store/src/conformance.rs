@@ -58,11 +58,13 @@ where
     );
 }
 
-fn email(name: &str) -> Email {
+/// `name@example.com`.
+pub fn email(name: &str) -> Email {
     Email::parse(&format!("{name}@example.com")).unwrap()
 }
 
-async fn user(store: &dyn Store, name: &str) -> Account {
+/// Create the account `name@example.com` (with a placeholder hash).
+pub async fn user(store: &dyn Store, name: &str) -> Account {
     store
         .create_account(NewAccount {
             email: email(name),
@@ -74,7 +76,8 @@ async fn user(store: &dyn Store, name: &str) -> Account {
         .unwrap()
 }
 
-fn add(list: List, name: &str) -> ListOp {
+/// Add `name@example.com` to `list`.
+pub fn add(list: List, name: &str) -> ListOp {
     ListOp::Add {
         list,
         target: ContactRef::Email(email(name)),
@@ -98,7 +101,7 @@ fn remove(list: List, name: &str) -> ListOp {
     }
 }
 
-async fn ok(store: &dyn Store, owner: &Account, op: ListOp) -> EditOutcome {
+pub async fn ok(store: &dyn Store, owner: &Account, op: ListOp) -> EditOutcome {
     match store.edit(owner.id, op.clone()).await.unwrap() {
         Ok(out) => out,
         Err(e) => panic!("{op:?} by {} refused: {e}", owner.email),
@@ -109,7 +112,7 @@ async fn refused(store: &dyn Store, owner: &Account, op: ListOp) -> ListError {
     store.edit(owner.id, op).await.unwrap().unwrap_err()
 }
 
-fn lists(roster: &Roster, name: &str) -> u8 {
+pub fn lists(roster: &Roster, name: &str) -> u8 {
     mask(roster, &email(name))
 }
 

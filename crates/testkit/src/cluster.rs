@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use butterfly::{Running, Settings};
-use butterfly_core::account::{Email, LegacyMd5, NewAccount, PasswordCost};
 use butterfly_core::store::Store;
 
 use crate::client::Client;
@@ -65,18 +64,8 @@ impl TestCluster {
 
     /// Create an account usable from every dialect (legacy MD5 on), with cheap hashing.
     pub async fn add_user(&self, email: &str, password: &str, name: &str) {
-        let cost = PasswordCost {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
         self.store()
-            .create_account(NewAccount {
-                email: Email::parse(email).expect("valid test email"),
-                friendly_name: name.into(),
-                password_hash: cost.hash(password).expect("hash"),
-                legacy_md5: Some(LegacyMd5::new(password)),
-            })
+            .create_account(crate::test_account(email, password, name))
             .await
             .expect("create account");
     }

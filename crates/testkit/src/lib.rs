@@ -21,3 +21,23 @@ pub use services::{PrivateRedis, Services, delete_prefix, free_port};
 
 /// How long any single expectation may wait before the test fails.
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An account usable from every dialect (legacy MD5 on), hashed cheaply for tests.
+pub fn test_account(
+    email: &str,
+    password: &str,
+    name: &str,
+) -> butterfly_core::account::NewAccount {
+    use butterfly_core::account::{Email, LegacyMd5, NewAccount, PasswordCost};
+    let cost = PasswordCost {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    NewAccount {
+        email: Email::parse(email).expect("valid test email"),
+        friendly_name: name.into(),
+        password_hash: cost.hash(password).expect("hash"),
+        legacy_md5: Some(LegacyMd5::new(password)),
+    }
+}

@@ -10,7 +10,6 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use butterfly_core::account::{Email, LegacyMd5, NewAccount, PasswordCost};
 use butterfly_core::store::Store;
 use butterfly_store::{PgOptions, PgStore};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -272,18 +271,8 @@ impl Network {
 
     /// Create an account usable from every dialect, with cheap hashing.
     pub async fn add_user(&self, email: &str, password: &str, name: &str) {
-        let cost = PasswordCost {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
         self.store
-            .create_account(NewAccount {
-                email: Email::parse(email).expect("valid test email"),
-                friendly_name: name.into(),
-                password_hash: cost.hash(password).expect("hash"),
-                legacy_md5: Some(LegacyMd5::new(password)),
-            })
+            .create_account(crate::test_account(email, password, name))
             .await
             .expect("create account");
     }

@@ -4,49 +4,11 @@
 // Each test binary compiles its own copy and uses only some of it.
 #![allow(dead_code)]
 
-use butterfly_core::account::{Account, Email, NewAccount};
-use butterfly_core::lists::{ContactRef, EditOutcome, List, ListOp, Roster};
-use butterfly_core::store::Store;
-
 pub(crate) const FL: u8 = 1;
 pub(crate) const RL: u8 = 8;
 
-pub(crate) fn email(name: &str) -> Email {
-    Email::parse(&format!("{name}@example.com")).unwrap()
-}
-
-pub(crate) async fn user(store: &dyn Store, name: &str) -> Account {
-    store
-        .create_account(NewAccount {
-            email: email(name),
-            friendly_name: name.to_string(),
-            password_hash: format!("$argon2id$fake${name}"),
-            legacy_md5: None,
-        })
-        .await
-        .unwrap()
-}
-
-pub(crate) fn add(list: List, name: &str) -> ListOp {
-    ListOp::Add {
-        list,
-        target: ContactRef::Email(email(name)),
-        group: None,
-    }
-}
-
-/// An edit that must be accepted.
-pub(crate) async fn ok(store: &dyn Store, owner: &Account, op: ListOp) -> EditOutcome {
-    match store.edit(owner.id, op.clone()).await.unwrap() {
-        Ok(out) => out,
-        Err(e) => panic!("{op:?} by {} refused: {e}", owner.email),
-    }
-}
-
-/// The lists of `roster`'s owner that hold `name` (0 when none).
-pub(crate) fn lists(roster: &Roster, name: &str) -> u8 {
-    roster.contact(&email(name)).map_or(0, |c| c.lists.0)
-}
+// The account and list helpers of the behaviour suite, for backend-specific tests too.
+pub(crate) use butterfly_store::conformance::{add, email, lists, ok, user};
 
 /// Rows no list holds, which the API cannot show: contacts with an empty mask, and group
 /// memberships of contacts not on FL. The same SQL in both dialects.
