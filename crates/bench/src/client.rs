@@ -17,15 +17,20 @@ use crate::http;
 /// How long any one answer from the server may take.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most frames read while looking for one answer.
+const MAX_FRAMES: usize = 100_000;
+
 pub(crate) struct Conn {
     framed: Framed<TcpStream, MsnpCodec>,
     next_tr: u32,
     dialect: u8,
     email: String,
+    /// What the connection is to, for messages: "the NS" or "the switchboard".
+    peer: &'static str,
 }
 
 /// Build a frame from `VERB arg arg…`.
-fn line(text: &str) -> anyhow::Result<Frame> {
+pub(crate) fn line(text: &str) -> anyhow::Result<Frame> {
     let mut it = text.split(' ');
     let verb = it.next().unwrap_or_default().as_bytes();
     let verb: [u8; 3] = verb
@@ -36,10 +41,25 @@ fn line(text: &str) -> anyhow::Result<Frame> {
 
 impl Conn {
     pub(crate) async fn connect(addr: SocketAddr, dialect: u8) -> anyhow::Result<Conn> {
+        Conn::connect_to(addr, dialect, "the NS").await
+    }
+
+    /// A switchboard connection of `email` (who signed in on the NS with `dialect`).
+    pub(crate) async fn connect_sb(
+        addr: SocketAddr,
+        dialect: u8,
+        email: &str,
+    ) -> anyhow::Result<Conn> {
+        let mut c = Conn::connect_to(addr, dialect, "the switchboard").await?;
+        c.email = email.to_owned();
+        Ok(c)
+    }
+
+    async fn connect_to(addr: SocketAddr, dialect: u8, peer: &'static str) -> anyhow::Result<Conn> {
         let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
             .await
-            .map_err(|_| anyhow!("connecting to the NS at {addr}: timed out"))?
-            .with_context(|| format!("connecting to the NS at {addr}"))?;
+            .map_err(|_| anyhow!("connecting to {peer} at {addr}: timed out"))?
+            .with_context(|| format!("connecting to {peer} at {addr}"))?;
         let mut codec = MsnpCodec::new(Direction::ServerToClient, Limits::CLIENT);
         codec.set_dialect(dialect);
         Ok(Conn {
@@ -47,18 +67,44 @@ impl Conn {
             next_tr: 1,
             dialect,
             email: String::new(),
+            peer,
         })
+    }
+
+    pub(crate) fn email(&self) -> &str {
+        &self.email
     }
 
     async fn send(&mut self, frame: Frame) -> anyhow::Result<()> {
         self.framed
             .send(frame)
             .await
-            .with_context(|| format!("{}: sending to the NS", self.email))
+            .with_context(|| format!("{}: sending to {}", self.email, self.peer))
+    }
+
+    /// Queue a frame without flushing (see [`Conn::flush`]).
+    pub(crate) async fn feed(&mut self, frame: Frame) -> anyhow::Result<()> {
+        self.framed
+            .feed(frame)
+            .await
+            .with_context(|| format!("{}: sending to {}", self.email, self.peer))
+    }
+
+    pub(crate) async fn flush(&mut self) -> anyhow::Result<()> {
+        SinkExt::<Frame>::flush(&mut self.framed)
+            .await
+            .with_context(|| format!("{}: sending to {}", self.email, self.peer))
+    }
+
+    /// The next TrID, taken.
+    pub(crate) fn take_tr(&mut self) -> u32 {
+        let tr = self.next_tr;
+        self.next_tr += 1;
+        tr
     }
 
     /// Send `VERB tr rest…`; returns the TrID.
-    async fn cmd(&mut self, verb: &str, rest: &str) -> anyhow::Result<u32> {
+    pub(crate) async fn cmd(&mut self, verb: &str, rest: &str) -> anyhow::Result<u32> {
         let tr = self.next_tr;
         self.next_tr += 1;
         let text = if rest.is_empty() {
@@ -71,27 +117,87 @@ impl Conn {
     }
 
     /// The next frame; the connection closing or a bad frame is an error.
-    async fn next(&mut self) -> anyhow::Result<Frame> {
-        let who = &self.email;
-        match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
-            Err(_) => bail!("{who}: no answer from the NS within {TIMEOUT:?}"),
-            Ok(None) => bail!("{who}: the NS closed the connection"),
-            Ok(Some(Err(e))) => bail!("{who}: reading from the NS: {e}"),
-            Ok(Some(Ok(Decoded::Rejected(r)))) => bail!("{who}: the NS sent a bad frame: {r:?}"),
-            Ok(Some(Ok(Decoded::Frame(f)))) => Ok(f),
+    pub(crate) async fn next(&mut self) -> anyhow::Result<Frame> {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        match self.next_until(deadline).await? {
+            Some(f) => Ok(f),
+            None => bail!(
+                "{}: no answer from {} within {TIMEOUT:?}",
+                self.email,
+                self.peer
+            ),
+        }
+    }
+
+    /// The next frame, or `None` if none arrives before `deadline`; the connection
+    /// closing or a bad frame is an error.
+    pub(crate) async fn next_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<Option<Frame>> {
+        let (who, peer) = (&self.email, self.peer);
+        match tokio::time::timeout_at(deadline, self.framed.next()).await {
+            Err(_) => Ok(None),
+            Ok(None) => bail!("{who}: {peer} closed the connection"),
+            Ok(Some(Err(e))) => bail!("{who}: reading from {peer}: {e}"),
+            Ok(Some(Ok(Decoded::Rejected(r)))) => bail!("{who}: {peer} sent a bad frame: {r:?}"),
+            Ok(Some(Ok(Decoded::Frame(f)))) => Ok(Some(f)),
         }
     }
 
     /// The answer to transaction `tr`: must be `verb` (an error code fails).
-    async fn answer(&mut self, verb: &str, tr: u32) -> anyhow::Result<Frame> {
+    pub(crate) async fn answer(&mut self, verb: &str, tr: u32) -> anyhow::Result<Frame> {
         let f = self.next().await?;
         if f.verb.is_error() {
-            bail!("{}: the NS answered {verb} with error {f:?}", self.email);
+            bail!(
+                "{}: {} answered {verb} with error {f:?}",
+                self.email,
+                self.peer
+            );
         }
         if f.verb.as_str() != verb || f.tr_id() != Some(tr) {
             bail!("{}: expected {verb} {tr}, got {f:?}", self.email);
         }
         Ok(f)
+    }
+
+    /// The answer to transaction `tr`, which must be `verb`; frames of other
+    /// transactions (and asynchronous ones, TrID 0 or none) before it are skipped.
+    pub(crate) async fn answer_skipping(&mut self, verb: &str, tr: u32) -> anyhow::Result<Frame> {
+        for _ in 0..MAX_FRAMES {
+            let f = self.next().await?;
+            if f.tr_id() != Some(tr) {
+                continue;
+            }
+            if f.verb.as_str() != verb {
+                bail!(
+                    "{}: expected {verb} {tr} from {}, got {f:?}",
+                    self.email,
+                    self.peer
+                );
+            }
+            return Ok(f);
+        }
+        bail!(
+            "{}: no {verb} {tr} from {} in {MAX_FRAMES} frames",
+            self.email,
+            self.peer
+        )
+    }
+
+    /// The next frame with verb `verb`; others before it are skipped.
+    pub(crate) async fn expect(&mut self, verb: &str) -> anyhow::Result<Frame> {
+        for _ in 0..MAX_FRAMES {
+            let f = self.next().await?;
+            if f.verb.as_str() == verb {
+                return Ok(f);
+            }
+        }
+        bail!(
+            "{}: no {verb} from {} in {MAX_FRAMES} frames",
+            self.email,
+            self.peer
+        )
     }
 
     /// Send PNG and collect every frame that arrives before its QNG.
@@ -104,11 +210,13 @@ impl Conn {
                 return Ok(before);
             }
             if f.verb.is_error() {
-                bail!("{}: the NS answered with error {f:?}", self.email);
+                bail!("{}: {} answered with error {f:?}", self.email, self.peer);
             }
             before.push(f);
-            if before.len() > 1000 {
-                bail!("{}: no QNG after 1000 frames", self.email);
+            // A SYN lists every contact (and everyone who has you on their list): a
+            // bound well above the benches' lists, not a protocol limit.
+            if before.len() > MAX_FRAMES {
+                bail!("{}: no QNG after {MAX_FRAMES} frames", self.email);
             }
         }
     }
@@ -164,8 +272,9 @@ impl Conn {
 
     /// What a client does right after `USR OK` to be online: `SYN` (list sync), then
     /// `CHG NLN`, answering the challenge (`CHL` → `QRY`) the server sends after the first
-    /// `CHG`. The post-login lines (SBS, the profile MSG) are read on the way.
-    pub(crate) async fn go_online(&mut self) -> anyhow::Result<()> {
+    /// `CHG`. The post-login lines (SBS, the profile MSG) are read on the way. Returns
+    /// what arrived after the `CHG` (its answer, the `ILN`s of online contacts, `CHL`…).
+    pub(crate) async fn go_online(&mut self) -> anyhow::Result<Vec<Frame>> {
         let d = self.dialect;
         let tr = self.cmd("SYN", if d >= 10 { "0 0" } else { "0" }).await?;
         let synced = self.barrier().await?;
@@ -214,7 +323,7 @@ impl Conn {
                 self.answer("QRY", tr).await?;
             }
         }
-        Ok(())
+        Ok(after)
     }
 
     /// `OUT`, then read until the server closes the connection.

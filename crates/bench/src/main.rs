@@ -2,21 +2,32 @@
 //!
 //! Build both binaries first (from the workspace root):
 //! `cargo build --release -p butterfly -p butterfly-bench`, then run
-//! `target/release/butterfly-bench idle-memory` or `… sign-ins`. See docs/BENCHMARKS.md.
+//! `target/release/butterfly-bench idle-memory` or `… sign-ins`; for the distributed
+//! mode (Postgres and Redis running) `… fanout` or `… sb-throughput`. See
+//! docs/BENCHMARKS.md.
 
 mod client;
+mod cluster;
+mod fanout;
 mod http;
 mod idle;
+mod sbthroughput;
 mod seed;
 mod server;
 mod signins;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use butterfly_core::account::PasswordCost;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+/// Where `--server` points unless given.
+const DEFAULT_SERVER: &str = "target/release/butterfly";
+/// Where `--cluster-script` points unless given.
+const DEFAULT_SCRIPT: &str = "deploy/local/run-cluster.sh";
 
 #[derive(Parser)]
 #[command(
@@ -24,8 +35,9 @@ use clap::{Parser, Subcommand};
     about = "Benchmarks against a real `butterfly serve` child process on 127.0.0.1."
 )]
 struct Cli {
-    /// The server binary to run.
-    #[arg(long, global = true, default_value = "target/release/butterfly")]
+    /// The server binary to run (default: target/release/butterfly, else `butterfly`
+    /// next to this binary).
+    #[arg(long, visible_alias = "bin", global = true, default_value = DEFAULT_SERVER)]
     server: PathBuf,
     /// The server's log filter (BUTTERFLY_LOG); its log goes to a file in its data dir.
     #[arg(long, global = true, default_value = "info")]
@@ -73,6 +85,106 @@ enum Command {
         #[arg(long)]
         argon2_iterations: Option<u32>,
     },
+    /// Distributed mode: delay of presence changes from publishers on gateway A to
+    /// watchers on gateway B (run-cluster.sh network, own database and Redis prefix).
+    Fanout {
+        #[command(flatten)]
+        dist: DistArgs,
+        /// Watchers signed in on gateway B, each with every publisher on its forward list.
+        #[arg(long, default_value_t = 200)]
+        watchers: usize,
+        /// Publishers signed in on gateway A.
+        #[arg(long, default_value_t = 5)]
+        publishers: usize,
+        /// Status changes per publisher.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Milliseconds between two changes of one publisher (publishers are staggered).
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+    },
+    /// Distributed mode: messages per second through one switchboard shard, and the
+    /// shard's CPU time.
+    SbThroughput {
+        #[command(flatten)]
+        dist: DistArgs,
+        /// Pairs of users, each pair in a chat session of its own.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Length of the measured window.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Unacknowledged messages a sender keeps in flight at most.
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        /// Messages a sender may have written that its receiver has not read yet (an ACK
+        /// only means "queued", and the shard drops a participant whose queue of 256 is
+        /// full); 0: no bound but the ACK window.
+        #[arg(long, default_value_t = 64)]
+        max_unread: u64,
+    },
+}
+
+/// Options of the distributed benches.
+#[derive(Args)]
+struct DistArgs {
+    /// Postgres URL of a user that may create databases; the bench creates a database
+    /// `bf_bench_…` there and drops it at the end.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres: String,
+    /// Redis URL; the network uses a key prefix of its own, deleted at the end.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// The script that starts the network (default: deploy/local/run-cluster.sh, else
+    /// the one of the workspace this binary was built in, two levels above it).
+    #[arg(long, default_value = DEFAULT_SCRIPT)]
+    cluster_script: PathBuf,
+    /// argon2id memory in KiB of the accounts' hashes (cheap: sign-ins are set-up here).
+    #[arg(long, default_value_t = 64)]
+    argon2_memory_kib: u32,
+    /// argon2id iterations of the accounts' hashes.
+    #[arg(long, default_value_t = 1)]
+    argon2_iterations: u32,
+    /// Keep the network's log directory (its path is printed at the end).
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+impl DistArgs {
+    /// `--cluster-script` as given; for the default path, if it is missing here, the
+    /// script of the workspace whose `target/release` holds this binary.
+    fn script(&self) -> PathBuf {
+        let given = &self.cluster_script;
+        if given.is_file() || given != std::path::Path::new(DEFAULT_SCRIPT) {
+            return given.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join(DEFAULT_SCRIPT)))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| given.clone())
+    }
+
+    fn cost(&self) -> PasswordCost {
+        PasswordCost {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: 1,
+        }
+    }
+}
+
+/// `--server` as given; for the default path, if it is missing, `butterfly` next to this
+/// binary.
+fn resolve_server(given: PathBuf) -> PathBuf {
+    if given.is_file() || given != std::path::Path::new(DEFAULT_SERVER) {
+        return given;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("butterfly")))
+        .filter(|p| p.is_file())
+        .unwrap_or(given)
 }
 
 fn main() -> ExitCode {
@@ -90,8 +202,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         tokio::select! {
             r = run(cli) => r,
-            // Dropping `run` kills the server and removes its data directory.
+            // Dropping `run` kills the server (or stops the network, which runs in a
+            // process group of its own) and removes what the run created.
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            _ = terminated() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
         }
     });
     match result {
@@ -103,7 +217,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// SIGTERM; never resolves if it cannot be watched.
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut sig) => {
+            sig.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    cli.server = resolve_server(cli.server);
     match cli.command {
         Command::IdleMemory {
             connections,
@@ -163,8 +288,201 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let outcome = signins::run(&opts).await?;
             print_sign_ins(&opts, &outcome);
         }
+        Command::Fanout {
+            dist,
+            watchers,
+            publishers,
+            rounds,
+            interval_ms,
+        } => {
+            let opts = fanout::Options {
+                server: cli.server,
+                script: dist.script(),
+                log_filter: cli.server_log,
+                postgres: dist.postgres.clone(),
+                redis: dist.redis.clone(),
+                watchers,
+                publishers,
+                rounds,
+                interval: Duration::from_millis(interval_ms),
+                cost: dist.cost(),
+                keep_logs: dist.keep_logs,
+            };
+            let outcome = fanout::run(&opts).await?;
+            print_fanout(&opts, &outcome);
+        }
+        Command::SbThroughput {
+            dist,
+            pairs,
+            seconds,
+            window,
+            max_unread,
+        } => {
+            let opts = sbthroughput::Options {
+                server: cli.server,
+                script: dist.script(),
+                log_filter: cli.server_log,
+                postgres: dist.postgres.clone(),
+                redis: dist.redis.clone(),
+                pairs,
+                seconds,
+                window,
+                max_unread,
+                cost: dist.cost(),
+                keep_logs: dist.keep_logs,
+            };
+            let outcome = sbthroughput::run(&opts).await?;
+            print_sb_throughput(&opts, &outcome);
+        }
     }
     Ok(())
+}
+
+fn print_fanout(opts: &fanout::Options, o: &fanout::Outcome) {
+    use stats::{ms, percentile};
+    let l = &o.latencies;
+    println!();
+    println!(
+        "Presence fan-out across gateways: {} publishers on gateway A each change status {} \
+         times, one CHG every {} ms (publishers staggered); {} watchers on gateway B have all \
+         {} on their forward list. Delay = CHG written on A → matching NLN read on B, per \
+         (change, watcher). MSNP12 clients; 2 gateways, 1 switchboard, address book, \
+         Passport (run-cluster.sh), Postgres and Redis on this machine.",
+        opts.publishers,
+        opts.rounds,
+        opts.interval.as_millis(),
+        opts.watchers,
+        opts.publishers
+    );
+    println!();
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| changes sent (CHG) | {} |", o.changes);
+    println!(
+        "| deliveries measured (NLN read) | {} of {} expected |",
+        l.len(),
+        o.expected
+    );
+    println!(
+        "| lost / missing / unmatched NLN | {} / {} / {} |",
+        o.lost, o.missing, o.unexpected
+    );
+    println!(
+        "| delay p50 / p90 / p99 / max | {} / {} / {} / {} ms |",
+        ms(percentile(l, 0.5)),
+        ms(percentile(l, 0.9)),
+        ms(percentile(l, 0.99)),
+        ms(percentile(l, 1.0))
+    );
+    let mean = if l.is_empty() {
+        Duration::ZERO
+    } else {
+        l.iter().sum::<Duration>() / l.len() as u32
+    };
+    println!("| delay mean | {} ms |", ms(mean));
+    println!(
+        "| first CHG → last CHG written | {:.2} s ({:.0} changes/s) |",
+        o.send_secs,
+        o.changes as f64 / o.send_secs.max(1e-9)
+    );
+    println!(
+        "| first CHG → last NLN read | {:.2} s ({:.0} deliveries/s) |",
+        o.deliver_secs,
+        l.len() as f64 / o.deliver_secs.max(1e-9)
+    );
+    println!(
+        "| CHG → its answer on gateway A, p50 / p99 / max | {} / {} / {} ms |",
+        ms(percentile(&o.chg_replies, 0.5)),
+        ms(percentile(&o.chg_replies, 0.99)),
+        ms(percentile(&o.chg_replies, 1.0))
+    );
+    println!(
+        "| gateway B: Redis publish → receipt (butterfly_pubsub_lag_seconds, pres), messages / mean | {:.0} / {} ms |",
+        o.pubsub_count,
+        ms(o.pubsub_mean)
+    );
+    println!(
+        "| watchers that saw all ILN at sign-in | {} of {} |",
+        o.watchers_with_all_iln, opts.watchers
+    );
+    println!();
+    println!(
+        "CPU time during the run ({:.2} s, from 0.2 s before the first change to the last delivery):",
+        o.cpu.wall_secs
+    );
+    println!();
+    println!("| process | CPU s | share of one core |");
+    println!("|---|---:|---:|");
+    for row in o.cpu.rows() {
+        println!("{row}");
+    }
+}
+
+fn print_sb_throughput(opts: &sbthroughput::Options, o: &sbthroughput::Outcome) {
+    use stats::{ms, percentile};
+    let shard_cpu = o
+        .cpu
+        .procs
+        .iter()
+        .find(|(l, _)| *l == o.shard_label)
+        .map_or(0.0, |(_, s)| *s);
+    println!();
+    println!(
+        "Switchboard throughput: {} chat sessions on one shard (1 gateway, 1 switchboard, \
+         run-cluster.sh), each with one sender sending `MSG A` ({} bytes of payload) with up \
+         to {} unacknowledged and {} not yet read by the receiver, and one receiver; {} s \
+         window. MSNP12 clients on this machine.",
+        opts.pairs,
+        sbthroughput::BODY.len(),
+        opts.window,
+        if opts.max_unread == 0 {
+            "any number".to_owned()
+        } else {
+            format!("at most {}", opts.max_unread)
+        },
+        opts.seconds
+    );
+    println!();
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| window | {:.2} s |", o.window_secs);
+    println!(
+        "| messages acknowledged in the window | {} ({:.0} /s) |",
+        o.acked,
+        o.acked as f64 / o.window_secs
+    );
+    println!(
+        "| messages delivered in the window | {} ({:.0} /s) |",
+        o.delivered,
+        o.delivered as f64 / o.window_secs
+    );
+    println!(
+        "| ACK delay p50 / p99 / max | {} / {} / {} ms |",
+        ms(percentile(&o.ack_latencies, 0.5)),
+        ms(percentile(&o.ack_latencies, 0.99)),
+        ms(percentile(&o.ack_latencies, 1.0))
+    );
+    println!(
+        "| after the drain: sent / ACK / NAK / delivered | {} / {} / {} / {} |",
+        o.sent_total, o.acked_total, o.naks, o.delivered_total
+    );
+    println!(
+        "| shard's butterfly_sb_messages_total (whole run) | {:.0} |",
+        o.shard_counted
+    );
+    println!(
+        "| shard CPU in the window | {shard_cpu:.2} s ({:.0} % of one core; {:.1} µs per delivered message) |",
+        shard_cpu / o.window_secs * 100.0,
+        shard_cpu * 1e6 / (o.delivered.max(1) as f64)
+    );
+    println!();
+    println!("CPU time in the window:");
+    println!();
+    println!("| process | CPU s | share of one core |");
+    println!("|---|---:|---:|");
+    for row in o.cpu.rows() {
+        println!("{row}");
+    }
 }
 
 fn print_idle(opts: &idle::Options, outcomes: &[idle::Outcome]) {

@@ -18,6 +18,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// A fresh data directory under the system temp dir, removed when dropped.
 pub(crate) struct DataDir {
     path: PathBuf,
+    keep: bool,
 }
 
 impl DataDir {
@@ -31,7 +32,12 @@ impl DataDir {
         ));
         std::fs::create_dir_all(&path)
             .with_context(|| format!("creating data directory {}", path.display()))?;
-        Ok(DataDir { path })
+        Ok(DataDir { path, keep: false })
+    }
+
+    /// Leave the directory in place when dropped (and say where it is).
+    pub(crate) fn keep(&mut self) {
+        self.keep = true;
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -45,7 +51,11 @@ impl DataDir {
 
 impl Drop for DataDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        if self.keep {
+            eprintln!("kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
