@@ -207,3 +207,74 @@ async fn a_client_that_stops_reading_is_dropped_without_harming_others() {
     assert!(bob.barrier().await.is_empty());
     drop(alice);
 }
+
+/// A chat participant that stops reading is dropped (logged and counted), never waited
+/// for: the sender's messages get NAK once nobody is left to take them, and the sender's
+/// own connection is unaffected.
+#[tokio::test]
+async fn a_switchboard_participant_that_stops_reading_is_dropped() {
+    let cluster = TestCluster::start().await;
+    cluster.add_user("carol@example.com", "pw", "Carol").await;
+    cluster.add_user("dave@example.com", "pw", "Dave").await;
+    // MSNP5: no challenges to answer.
+    let mut carol = cluster.login(5, "carol@example.com", "pw").await;
+    let mut dave = cluster.login(5, "dave@example.com", "pw").await;
+    for c in [&mut carol, &mut dave] {
+        let tr = c.cmd("CHG", "NLN").await;
+        assert_eq!(c.next_line().await, format!("CHG {tr} NLN"));
+    }
+    let tr = carol.cmd("XFR", "SB").await;
+    let xfr = carol.expect_where("XFR", |f| f.tr_id() == Some(tr)).await;
+    let mut a = Client::connect(cluster.sb_addr(), 5).await;
+    a.cmd("USR", &format!("carol@example.com {}", xfr.args[4]))
+        .await;
+    a.expect("USR").await;
+    a.cmd("CAL", "dave@example.com").await;
+    a.expect("CAL").await;
+    let rng = dave.expect("RNG").await;
+    let mut b = Client::connect(cluster.sb_addr(), 5).await;
+    b.cmd(
+        "ANS",
+        &format!("dave@example.com {} {}", rng.args[3], rng.args[0]),
+    )
+    .await;
+    assert!(b.next_line().await.starts_with("IRO"));
+    b.expect("ANS").await;
+    a.expect("JOI").await;
+
+    // Dave never reads again. Carol sends without waiting (U) until his socket, his
+    // queue and then his place in the session are gone; an acknowledged message then
+    // gets NAK. Bounded: 20,000 messages of 1.4 KB is far more than the buffers hold.
+    let body = format!(
+        "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n{}",
+        "x".repeat(1400)
+    );
+    let mut nak = false;
+    for i in 0..20_000 {
+        a.cmd_payload("MSG", "U", body.clone().into_bytes()).await;
+        if i % 500 == 499 {
+            let tr = a.cmd_payload("MSG", "A", body.clone().into_bytes()).await;
+            let reply = a
+                .expect_where("ACK or NAK", |f| f.tr_id() == Some(tr))
+                .await;
+            if reply.verb.as_str() == "NAK" {
+                nak = true;
+                break;
+            }
+        }
+    }
+    assert!(nak, "the slow participant was never dropped");
+    let metrics = butterfly_testkit::http::get(cluster.admin_addr(), "/metrics", &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("butterfly_sb_slow_consumers_total ")
+                && l != "butterfly_sb_slow_consumers_total 0"),
+        "{text}"
+    );
+    drop(b);
+    // Carol's connection still works: her next message is answered (NAK: she is alone).
+    let tr = a.cmd_payload("MSG", "A", body.into_bytes()).await;
+    let reply = a.expect_where("the reply", |f| f.tr_id() == Some(tr)).await;
+    assert_eq!(line_of(&reply), format!("NAK {tr}"));
+}

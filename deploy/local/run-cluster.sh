@@ -97,6 +97,9 @@ start addressbook --target addressbook --database-url "$BUTTERFLY_DATABASE_URL" 
 wait_ready 0
 book_url="http://$(listener 0 grpc)"
 
+# The other roles reach the database only through the address book: they do not
+# inherit its URL.
+unset BUTTERFLY_DATABASE_URL
 alloc
 start passport --target passport --addressbook-url "$book_url" --http-listen "$host:$got"
 for ((i = 0; i < switchboards; i++)); do
@@ -104,6 +107,8 @@ for ((i = 0; i < switchboards; i++)); do
     start "switchboard-$i" --target switchboard --redis-url "$BUTTERFLY_REDIS_URL" \
         --addressbook-url "$book_url" --sb-listen "$host:$got" --shard-id "sb-$i"
 done
+# Shards are registered before any gateway starts, so XFR works from the first `ready`.
+for i in "${!pids[@]}"; do wait_ready "$i"; done
 for ((i = 0; i < gateways; i++)); do
     alloc
     start "ns-gateway-$i" --target ns-gateway --redis-url "$BUTTERFLY_REDIS_URL" \

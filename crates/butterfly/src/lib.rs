@@ -263,10 +263,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
 
     let tickets: Arc<dyn Tickets> = Arc::new(JwtTickets::new("k1", &ticket_key(settings)?));
     // The storage port: the database itself where this process runs the address book
-    // (or was given a database), else the address book over gRPC.
+    // (or was given only a database), else the address book over gRPC.
+    // An explicit --addressbook-url wins over a --database-url (which a shared
+    // environment may set for every process): gateways stay off the database.
     let (database, store): (Option<Database>, Arc<dyn Store>) =
         match (&settings.addressbook_url, roles.has(Role::AddressBook)) {
-            (Some(url), false) if settings.database_url.is_none() => {
+            (Some(url), false) => {
                 let remote = RemoteStore::connect_lazy(url, RemoteOptions::default())
                     .with_context(|| format!("--addressbook-url {url}"))?;
                 (None, Arc::new(remote))

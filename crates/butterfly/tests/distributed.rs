@@ -329,6 +329,19 @@ async fn users_on_different_gateways_do_what_they_do_on_one_server() {
     presence_lists_and_privacy(&net).await;
     chat_between(&net).await;
     second_sign_in(&net).await;
+
+    // What the gateways did shows on their /metrics: commands by verb and result, the
+    // address book reached over gRPC (not the database), presence through Redis.
+    let metrics =
+        butterfly_testkit::http::get(net.gateways[0].addr("admin"), "/metrics", &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for series in [
+        "butterfly_commands_total{role=\"ns\",verb=\"ADC\",result=\"ok\"}",
+        "butterfly_grpc_client_seconds_count{method=\"Roster\"}",
+        "butterfly_pubsub_lag_seconds_count{channel=\"pres\"}",
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
 }
 
 /// Wait, bounded, for `pred` on a line from `c`; lines before it are skipped.

@@ -62,6 +62,7 @@ counters! {
     sb_connections_active: "gauge", "Open switchboard connections.";
     sb_sessions_opened_total: "counter", "Switchboard sessions opened.";
     sb_messages_total: "counter", "Messages relayed by the switchboard.";
+    sb_slow_consumers_total: "counter", "Switchboard participants dropped because they did not read.";
 }
 
 /// Label pairs of one series, e.g. `[("verb", "CHG"), ("result", "ok")]`.

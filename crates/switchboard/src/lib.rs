@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info};
+use tracing::{Instrument, debug, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -425,6 +425,10 @@ impl Conn {
                     for p in others {
                         if p.tx.try_send(Outbound::Bytes(relay.clone())).is_err() {
                             // A participant that cannot keep up is dropped, not waited for.
+                            if !p.kill.is_cancelled() {
+                                warn!(sid, participant = %p.email, "Participant not reading; dropping it");
+                                metrics::inc(&metrics::global().sb_slow_consumers_total);
+                            }
                             p.kill.cancel();
                             all = false;
                         }
