@@ -96,6 +96,24 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
+    /// Check the binary, the script and both services, then create a scratch database
+    /// and Redis prefix, saying so on stderr.
+    pub(crate) async fn prepare(
+        binary: &Path,
+        script: &Path,
+        admin_url: &str,
+        redis_url: &str,
+    ) -> anyhow::Result<Scratch> {
+        check_files(binary, script)?;
+        check_services(admin_url, redis_url).await?;
+        let scratch = Scratch::create(admin_url, redis_url).await?;
+        eprintln!(
+            "database {} and Redis key prefix {:?} created (both removed at the end)",
+            scratch.database, scratch.prefix
+        );
+        Ok(scratch)
+    }
+
     pub(crate) async fn create(admin_url: &str, redis_url: &str) -> anyhow::Result<Scratch> {
         let tag = format!("{:016x}", random_u64());
         let database = format!("bf_bench_{tag}");

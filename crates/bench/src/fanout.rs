@@ -97,13 +97,7 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Outcome> {
         bail!("--watchers, --publishers and --rounds must be at least 1");
     }
     check_socket_budget((opts.watchers + opts.publishers) as u64)?;
-    cluster::check_files(&opts.server, &opts.script)?;
-    cluster::check_services(&opts.postgres, &opts.redis).await?;
-    let scratch = Scratch::create(&opts.postgres, &opts.redis).await?;
-    eprintln!(
-        "database {} and Redis key prefix {:?} created (both removed at the end)",
-        scratch.database, scratch.prefix
-    );
+    let scratch = Scratch::prepare(&opts.server, &opts.script, &opts.postgres, &opts.redis).await?;
 
     let publishers = seed::accounts("pub", opts.publishers);
     let watchers = seed::accounts("watch", opts.watchers);

@@ -112,13 +112,7 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     }
     // Each user: one NS and one switchboard connection.
     check_socket_budget(opts.pairs as u64 * 4)?;
-    cluster::check_files(&opts.server, &opts.script)?;
-    cluster::check_services(&opts.postgres, &opts.redis).await?;
-    let scratch = Scratch::create(&opts.postgres, &opts.redis).await?;
-    eprintln!(
-        "database {} and Redis key prefix {:?} created (both removed at the end)",
-        scratch.database, scratch.prefix
-    );
+    let scratch = Scratch::prepare(&opts.server, &opts.script, &opts.postgres, &opts.redis).await?;
     let senders = seed::accounts("snd", opts.pairs);
     let receivers = seed::accounts("rcv", opts.pairs);
     let all: Vec<Account> = senders.iter().chain(&receivers).cloned().collect();
