@@ -441,7 +441,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
 
     let token = shutdown.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
-    let admin_router = admin_router(ready.clone(), health_service);
+    let admin_router = admin_router(ready.clone(), redis.clone(), health_service);
     tasks.spawn(async move {
         let serve = axum::serve(admin_listener, admin_router)
             .with_graceful_shutdown(async move { token.cancelled().await });
@@ -470,23 +470,31 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
 }
 
 /// `/livez` (the process answers; never depends on Redis or Postgres), `/readyz`
-/// (accepting work; false while draining), `/metrics` (Prometheus text).
+/// (accepting work: false while draining, and while the Redis bus, if any, cannot
+/// deliver events), `/metrics` (Prometheus text).
 ///
 /// The same port serves `grpc.health.v1.Health` (HTTP/2), SERVING while ready, so an
 /// orchestrator can probe every role the same way.
-fn admin_router(ready: Arc<AtomicBool>, health: HealthServer<impl Health>) -> Router {
+fn admin_router(
+    ready: Arc<AtomicBool>,
+    redis: Option<Arc<RedisBus>>,
+    health: HealthServer<impl Health>,
+) -> Router {
     tonic::service::Routes::new(health)
         .into_axum_router()
         .route("/livez", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::SeqCst);
+                let draining = !ready.load(Ordering::SeqCst);
+                let bus_down = redis.as_ref().is_some_and(|r| !r.is_live());
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
+                    if draining {
                         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                    } else if bus_down {
+                        (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")
+                    } else {
+                        (StatusCode::OK, "ready\n")
                     }
                 }
             }),

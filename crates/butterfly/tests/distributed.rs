@@ -490,6 +490,26 @@ async fn after_a_redis_restart_presence_is_rebuilt_without_restarting_any_role()
     add_online_contact(&mut carol, &mut alice, "alice@example.com").await;
     carol.cmd("OUT", "").await;
 
+    // While Redis is down the gateways say they are not ready (and stay alive).
+    let admin = net.gateways[0].addr("admin");
+    redis.stop().await;
+    let not_ready = tokio::time::timeout(TIMEOUT * 2, async {
+        while butterfly_testkit::http::get(admin, "/readyz", &[])
+            .await
+            .status
+            != 503
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(not_ready.is_ok(), "/readyz stayed 200 with Redis down");
+    assert_eq!(
+        butterfly_testkit::http::get(admin, "/livez", &[])
+            .await
+            .status,
+        200
+    );
     redis.restart().await;
 
     // Alice's gateway rebuilds her presence record: carol, signing in afterwards on
@@ -509,6 +529,20 @@ async fn after_a_redis_restart_presence_is_rebuilt_without_restarting_any_role()
         rebuilt.is_ok(),
         "alice's presence was not rebuilt:\n{}",
         net.logs()
+    );
+    let ready_again = tokio::time::timeout(TIMEOUT * 2, async {
+        while butterfly_testkit::http::get(admin, "/readyz", &[])
+            .await
+            .status
+            != 200
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        ready_again.is_ok(),
+        "/readyz did not come back after Redis did"
     );
 
     // And the gateways resubscribed: bob hears alice's next change.

@@ -445,6 +445,8 @@ struct Inner {
     /// Stops the background tasks (the `shutdown` token's child).
     stop: CancellationToken,
     closed: AtomicBool,
+    /// The subscriber connection is up and holds every subscription this node needs.
+    live: AtomicBool,
     subscriber_connects: AtomicU64,
     rebuilds: AtomicU64,
 }
@@ -501,6 +503,7 @@ impl RedisBus {
             down: AtomicBool::new(false),
             stop: stop.clone(),
             closed: AtomicBool::new(false),
+            live: AtomicBool::new(false),
             subscriber_connects: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
         });
@@ -531,6 +534,12 @@ impl RedisBus {
     }
 
     /// O(sessions); meant for tests and occasional metrics.
+    /// Whether events reach this node: the subscriber is connected and subscribed.
+    /// False during a Redis outage (readiness follows it).
+    pub fn is_live(&self) -> bool {
+        self.inner.live.load(Ordering::SeqCst)
+    }
+
     pub fn stats(&self) -> RedisBusStats {
         let state = self.inner.state();
         RedisBusStats {

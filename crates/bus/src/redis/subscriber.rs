@@ -100,7 +100,9 @@ pub(super) async fn run(inner: Arc<Inner>, first: Subscriber, stop: Cancellation
         } else {
             None
         };
-        match connected(&inner, subscriber, resync_at, &stop, &mut outage).await {
+        let ended = connected(&inner, subscriber, resync_at, &stop, &mut outage).await;
+        inner.live.store(false, Ordering::SeqCst);
+        match ended {
             Ended::Stopped => return,
             Ended::Lost(reason) => {
                 if outage.is_none() {
@@ -132,6 +134,7 @@ async fn connected(
     if let Err(e) = sync(inner, &mut conn).await {
         return Ended::Lost(e.to_string());
     }
+    inner.live.store(true, Ordering::SeqCst);
     if let Some(since) = outage.take() {
         tracing::info!(
             outage = ?since.elapsed(),
