@@ -14,8 +14,8 @@ macro_rules! counters {
         #[derive(Default)]
         pub struct Metrics {
             $(pub $name: AtomicU64,)*
-            /// Client commands by verb and result (`ok` or the MSNP error code).
-            pub commands: Family,
+            /// Client commands by role, verb and result (`ok` or the MSNP error code).
+            pub commands: CommandCounts,
             /// gRPC calls made by this process, by method: latency.
             pub grpc_client_seconds: HistogramFamily,
             /// Time from a Redis publish to its delivery at this gateway, by channel kind.
@@ -40,11 +40,13 @@ macro_rules! counters {
                     &mut out,
                     "butterfly_grpc_client_seconds",
                     "Latency of gRPC calls made by this process.",
+                    "method",
                 );
                 self.pubsub_lag_seconds.render(
                     &mut out,
                     "butterfly_pubsub_lag_seconds",
                     "Delay from a Redis publish to its delivery at this process.",
+                    "channel",
                 );
                 out
             }
@@ -65,54 +67,61 @@ counters! {
     sb_slow_consumers_total: "counter", "Switchboard participants dropped because they did not read.";
 }
 
-/// Label pairs of one series, e.g. `[("verb", "CHG"), ("result", "ok")]`.
-pub type Labels = Vec<(&'static str, String)>;
-
-fn label_text(labels: &Labels) -> String {
-    let inner: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    inner.join(",")
+/// One series of `butterfly_commands_total`. Every part is static or a number, so
+/// counting a command (the switchboard counts every MSG) allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct CommandKey {
+    role: &'static str,
+    verb: &'static str,
+    /// The MSNP error code answered, or `None` for success.
+    error: Option<u16>,
 }
 
-/// Counters that share a name and differ by labels. The set of label values is small and
-/// fixed by the code (verbs, results), so series are created on first use and kept; a
-/// read lock finds an existing series, so the hot path never contends on a write lock.
+/// Client commands by role, verb and result. Verbs come from fixed lists in the roles,
+/// so clients cannot create series. Series are created on first use and kept; a read
+/// lock finds an existing one, so the hot path never waits on a write lock.
 #[derive(Default)]
-pub struct Family {
-    series: RwLock<BTreeMap<Labels, Arc<AtomicU64>>>,
+pub struct CommandCounts {
+    series: RwLock<BTreeMap<CommandKey, Arc<AtomicU64>>>,
 }
 
-impl Family {
-    pub fn inc(&self, labels: Labels) {
-        self.counter(labels).fetch_add(1, Relaxed);
-    }
-
-    pub fn get(&self, labels: &Labels) -> u64 {
-        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
-        series.get(labels).map_or(0, |c| c.load(Relaxed))
-    }
-
-    fn counter(&self, labels: Labels) -> Arc<AtomicU64> {
-        if let Some(c) = self
+impl CommandCounts {
+    /// Count one `verb` handled by `role`, answered with `error` (`None`: success).
+    pub fn inc(&self, role: &'static str, verb: &'static str, error: Option<u16>) {
+        let key = CommandKey { role, verb, error };
+        let found = self
             .series
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&labels)
-        {
-            return c.clone();
-        }
-        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        series.entry(labels).or_default().clone()
+            .get(&key)
+            .cloned();
+        let counter = found.unwrap_or_else(|| {
+            let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
+            series.entry(key).or_default().clone()
+        });
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn get(&self, role: &'static str, verb: &'static str, error: Option<u16>) -> u64 {
+        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        series
+            .get(&CommandKey { role, verb, error })
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
         let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
-        for (labels, c) in series.iter() {
-            let _ = writeln!(out, "{name}{{{}}} {}", label_text(labels), c.load(Relaxed));
+        for (key, c) in series.iter() {
+            let result = key.error.map_or_else(|| "ok".to_owned(), |e| e.to_string());
+            let _ = writeln!(
+                out,
+                "{name}{{role=\"{}\",verb=\"{}\",result=\"{result}\"}} {}",
+                key.role,
+                key.verb,
+                c.load(Relaxed)
+            );
         }
     }
 }
@@ -149,9 +158,9 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &Labels) {
-        let base = label_text(labels);
-        let sep = if base.is_empty() { "" } else { "," };
+    fn render(&self, out: &mut String, name: &str, label: &str, value: &str) {
+        let base = format!("{label}=\"{value}\"");
+        let sep = ",";
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
             cumulative += self.buckets[i].load(Relaxed);
@@ -173,36 +182,37 @@ impl Histogram {
     }
 }
 
-/// Histograms that share a name and differ by labels.
+/// Histograms that share a name and differ by the value of one label (a gRPC method,
+/// a channel kind). Values are static strings, so an observation allocates nothing.
 #[derive(Default)]
 pub struct HistogramFamily {
-    series: RwLock<BTreeMap<Labels, Arc<Histogram>>>,
+    series: RwLock<BTreeMap<&'static str, Arc<Histogram>>>,
 }
 
 impl HistogramFamily {
-    pub fn observe(&self, labels: Labels, d: Duration) {
-        self.histogram(labels).observe(d);
+    pub fn observe(&self, value: &'static str, d: Duration) {
+        self.histogram(value).observe(d);
     }
 
-    pub fn histogram(&self, labels: Labels) -> Arc<Histogram> {
+    pub fn histogram(&self, value: &'static str) -> Arc<Histogram> {
         if let Some(h) = self
             .series
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&labels)
+            .get(value)
         {
             return h.clone();
         }
         let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        series.entry(labels).or_default().clone()
+        series.entry(value).or_default().clone()
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    fn render(&self, out: &mut String, name: &str, help: &str, label: &str) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
         let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
-        for (labels, h) in series.iter() {
-            h.render(out, name, labels);
+        for (value, h) in series.iter() {
+            h.render(out, name, label, value);
         }
     }
 }
@@ -238,16 +248,18 @@ mod tests {
     #[test]
     fn renders_labelled_counters_and_histograms() {
         let m = super::Metrics::default();
-        m.commands
-            .inc(vec![("verb", "CHG".into()), ("result", "ok".into())]);
-        m.commands
-            .inc(vec![("verb", "CHG".into()), ("result", "ok".into())]);
-        m.grpc_client_seconds.observe(
-            vec![("method", "Roster".into())],
-            std::time::Duration::from_millis(3),
-        );
+        m.commands.inc("ns", "CHG", None);
+        m.commands.inc("ns", "CHG", None);
+        m.commands.inc("ns", "ADC", Some(201));
+        m.grpc_client_seconds
+            .observe("Roster", std::time::Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains("butterfly_commands_total{verb=\"CHG\",result=\"ok\"} 2\n"));
+        assert!(
+            text.contains("butterfly_commands_total{role=\"ns\",verb=\"CHG\",result=\"ok\"} 2\n")
+        );
+        assert!(
+            text.contains("butterfly_commands_total{role=\"ns\",verb=\"ADC\",result=\"201\"} 1\n")
+        );
         assert!(
             text.contains(
                 "butterfly_grpc_client_seconds_bucket{method=\"Roster\",le=\"0.0025\"} 0\n"

@@ -316,14 +316,9 @@ impl Session {
         let verb = verb_label(&frame.verb.0);
         self.last_error = None;
         let flow = self.dispatch(frame).await;
-        let result = self
-            .last_error
-            .map_or_else(|| "ok".to_owned(), |code| code.to_string());
-        metrics::global().commands.inc(vec![
-            ("role", "ns".into()),
-            ("verb", verb.into()),
-            ("result", result),
-        ]);
+        metrics::global()
+            .commands
+            .inc("ns", verb, self.last_error.map(ErrorCode::code));
         flow
     }
 

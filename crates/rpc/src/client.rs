@@ -120,7 +120,7 @@ impl RemoteStore {
             .await;
         metrics::global()
             .grpc_client_seconds
-            .observe(vec![("method", method.into())], started.elapsed());
+            .observe(method, started.elapsed());
         match answer {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(status_to_store_error(method, &status)),

@@ -313,14 +313,9 @@ impl Conn {
         };
         self.last_error = None;
         let flow = self.dispatch(frame).await;
-        let result = self
-            .last_error
-            .map_or_else(|| "ok".to_owned(), |code| code.to_string());
-        metrics::global().commands.inc(vec![
-            ("role", "switchboard".into()),
-            ("verb", verb.into()),
-            ("result", result),
-        ]);
+        metrics::global()
+            .commands
+            .inc("switchboard", verb, self.last_error.map(ErrorCode::code));
         flow
     }
 

@@ -899,11 +899,9 @@ impl Bus for RedisBus {
 impl Inner {
     fn on_message(&self, channel: &str, payload: &[u8]) {
         let metrics = butterfly_core::metrics::global();
-        let lag = |at: u64, kind: &str| {
+        let lag = |at: u64, kind: &'static str| {
             let lag = Duration::from_micros(unix_micros().saturating_sub(at));
-            metrics
-                .pubsub_lag_seconds
-                .observe(vec![("channel", kind.to_owned())], lag);
+            metrics.pubsub_lag_seconds.observe(kind, lag);
         };
         if channel.starts_with(&self.keys.pres_channels()) {
             let Ok(message) = serde_json::from_slice::<PresIn>(payload) else {
