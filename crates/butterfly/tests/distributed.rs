@@ -493,17 +493,8 @@ async fn after_a_redis_restart_presence_is_rebuilt_without_restarting_any_role()
     // While Redis is down the gateways say they are not ready (and stay alive).
     let admin = net.gateways[0].addr("admin");
     redis.stop().await;
-    let not_ready = tokio::time::timeout(TIMEOUT * 2, async {
-        while butterfly_testkit::http::get(admin, "/readyz", &[])
-            .await
-            .status
-            != 503
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(not_ready.is_ok(), "/readyz stayed 200 with Redis down");
+    let not_ready = readyz_becomes(admin, 503).await;
+    assert!(not_ready, "/readyz stayed 200 with Redis down");
     assert_eq!(
         butterfly_testkit::http::get(admin, "/livez", &[])
             .await
@@ -530,20 +521,8 @@ async fn after_a_redis_restart_presence_is_rebuilt_without_restarting_any_role()
         "alice's presence was not rebuilt:\n{}",
         net.logs()
     );
-    let ready_again = tokio::time::timeout(TIMEOUT * 2, async {
-        while butterfly_testkit::http::get(admin, "/readyz", &[])
-            .await
-            .status
-            != 200
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(
-        ready_again.is_ok(),
-        "/readyz did not come back after Redis did"
-    );
+    let ready_again = readyz_becomes(admin, 200).await;
+    assert!(ready_again, "/readyz did not come back after Redis did");
 
     // And the gateways resubscribed: bob hears alice's next change.
     let tr = alice.cmd("CHG", "AWY 0").await;
@@ -553,6 +532,22 @@ async fn after_a_redis_restart_presence_is_rebuilt_without_restarting_any_role()
         l == "NLN AWY alice@example.com Alice 0 0"
     })
     .await;
+}
+
+/// Whether `/readyz` at `admin` answers `status` within a bounded time (polled: the
+/// change follows a reconnect in another process, which sends nothing to wait on).
+async fn readyz_becomes(admin: SocketAddr, status: u16) -> bool {
+    tokio::time::timeout(TIMEOUT * 2, async {
+        while butterfly_testkit::http::get(admin, "/readyz", &[])
+            .await
+            .status
+            != status
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_ok()
 }
 
 /// Carol signs in (her forward list holds alice) and goes online; returns once her
@@ -723,10 +718,10 @@ async fn the_local_cluster_script_starts_a_network_that_works() {
         return;
     };
     let (database, database_url) = services.create_database().await;
-    let prefix = format!("bft{:08x}:", rand_u32());
+    let prefix = format!("bft{:08x}:", rand::random::<u32>());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/run-cluster.sh");
     // Below the ephemeral range (32768+), where the other tests' listeners live.
-    let base = 20_000 + (rand_u32() % 10_000) as u16;
+    let base = 20_000 + (rand::random::<u32>() % 10_000) as u16;
     let mut child = tokio::process::Command::new("bash")
         .arg(&script)
         .env("BUTTERFLY_BIN", BIN)
@@ -845,9 +840,4 @@ impl Topology for ScriptNetwork {
         c.login(self.http, email, "pw").await;
         c
     }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::process::id()) as u32
 }
