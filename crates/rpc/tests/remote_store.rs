@@ -15,7 +15,7 @@ use butterfly_core::lists::{
 use butterfly_core::metrics;
 use butterfly_core::store::{Store, StoreError};
 use butterfly_rpc::pb::addressbook::v1 as pb;
-use butterfly_rpc::{AddressBookService, RemoteOptions, RemoteStore};
+use butterfly_rpc::{RemoteOptions, RemoteStore};
 use butterfly_store::SqliteStore;
 use common::{BOUND, Server};
 use tokio::net::TcpListener;
@@ -659,31 +659,7 @@ async fn invalid_requests_are_invalid_argument() {
 /// context and everything works as usual.
 #[tokio::test]
 async fn no_trace_context_without_a_propagator() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = {
-        let seen = seen.clone();
-        move |request: tonic::Request<()>| {
-            let header = request
-                .metadata()
-                .get("traceparent")
-                .map(|v| v.to_str().unwrap().to_string());
-            seen.lock().unwrap().push(header);
-            Ok(request)
-        }
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let store = Arc::new(SqliteStore::open_url("sqlite::memory:").await.unwrap());
-    let service = tonic::service::interceptor::InterceptedService::new(
-        AddressBookService::new(store).into_server(),
-        record,
-    );
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let remote = RemoteStore::connect_lazy(&addr.to_string(), RemoteOptions::default()).unwrap();
+    let (remote, seen, server) = common::traceparent_recorder().await;
     let accounts = remote
         .accounts()
         .instrument(tracing::info_span!("caller"))

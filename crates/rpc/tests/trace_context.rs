@@ -12,13 +12,11 @@ use async_trait::async_trait;
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{EditOutcome, ListError, ListOp, PeerView, Roster};
 use butterfly_core::store::{Store, StoreError};
-use butterfly_rpc::{AddressBookService, RemoteOptions, RemoteStore};
 use butterfly_store::SqliteStore;
 use common::{BOUND, Server};
 use opentelemetry::trace::{TraceContextExt as _, TraceId, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tokio::net::TcpListener;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -91,31 +89,7 @@ async fn the_server_continues_the_callers_trace() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     // 1. The header arrives: a server-side interceptor records the metadata.
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = {
-        let seen = seen.clone();
-        move |request: tonic::Request<()>| {
-            let header = request
-                .metadata()
-                .get("traceparent")
-                .map(|v| v.to_str().unwrap().to_string());
-            seen.lock().unwrap().push(header);
-            Ok(request)
-        }
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let store = Arc::new(SqliteStore::open_url("sqlite::memory:").await.unwrap());
-    let service = tonic::service::interceptor::InterceptedService::new(
-        AddressBookService::new(store).into_server(),
-        record,
-    );
-    let raw_server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let remote = RemoteStore::connect_lazy(&addr.to_string(), RemoteOptions::default()).unwrap();
+    let (remote, seen, raw_server) = common::traceparent_recorder().await;
     let caller = tracing::info_span!("caller");
     let trace = caller.context().span().span_context().trace_id();
     assert_ne!(trace, TraceId::INVALID);

@@ -60,3 +60,39 @@ impl Server {
             .unwrap();
     }
 }
+
+/// An address book over an empty in-memory store whose server records the `traceparent`
+/// metadata of every call (`None` when absent). Returns a client, the record and the
+/// server task (abort it to stop).
+pub async fn traceparent_recorder() -> (
+    RemoteStore,
+    Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = {
+        let seen = seen.clone();
+        move |request: tonic::Request<()>| {
+            let header = request
+                .metadata()
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_string());
+            seen.lock().unwrap().push(header);
+            Ok(request)
+        }
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Arc::new(SqliteStore::open_url("sqlite::memory:").await.unwrap());
+    let service = tonic::service::interceptor::InterceptedService::new(
+        butterfly_rpc::AddressBookService::new(store).into_server(),
+        record,
+    );
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let remote = RemoteStore::connect_lazy(&addr.to_string(), RemoteOptions::default()).unwrap();
+    (remote, seen, server)
+}
