@@ -185,14 +185,19 @@ impl Keys {
         }
     }
 
-    /// What every `pres:` channel name starts with.
-    fn pres_channels(&self) -> String {
-        format!("{}pres:", self.prefix)
+    /// Whether `channel` is one of our `pres:` channels. No allocation: it runs for
+    /// every message received.
+    fn is_pres_channel(&self, channel: &str) -> bool {
+        channel
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("pres:"))
     }
 
-    /// What every `user:` channel name starts with.
-    fn user_channels(&self) -> String {
-        format!("{}user:", self.prefix)
+    /// Whether `channel` is one of our `user:` channels.
+    fn is_user_channel(&self, channel: &str) -> bool {
+        channel
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("user:"))
     }
 
     fn nodes_seq(&self) -> String {
@@ -903,7 +908,7 @@ impl Inner {
             let lag = Duration::from_micros(unix_micros().saturating_sub(at));
             metrics.pubsub_lag_seconds.observe(kind, lag);
         };
-        if channel.starts_with(&self.keys.pres_channels()) {
+        if self.keys.is_pres_channel(channel) {
             let Ok(message) = serde_json::from_slice::<PresIn>(payload) else {
                 tracing::warn!(channel, "Unreadable presence message; dropped");
                 return;
@@ -917,7 +922,7 @@ impl Inner {
                     presence: message.presence.map(Arc::new),
                 },
             );
-        } else if channel.starts_with(&self.keys.user_channels()) {
+        } else if self.keys.is_user_channel(channel) {
             let Ok(message) = serde_json::from_slice::<UserIn>(payload) else {
                 tracing::warn!(channel, "Unreadable user message; dropped");
                 return;
