@@ -70,16 +70,16 @@ impl Database {
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Database> {
     let db = match &settings.database_url {
         Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            // Idempotent, and serialised by sqlx's advisory lock when replicas start
+            // together. On its own connection, without the statement timeout of the
+            // serving pool: a migration may rewrite a large table.
+            PgStore::migrate_url(url)
+                .await
+                .with_context(|| format!("migrating {}", redact(url)))?;
             let store = PgStore::connect(url, PgOptions::default())
                 .await
                 .with_context(|| format!("connecting to {}", redact(url)))?;
-            let db = Database::Postgres(Arc::new(store));
-            // Idempotent, and serialised by sqlx's advisory lock when replicas start
-            // together.
-            db.migrate()
-                .await
-                .with_context(|| format!("migrating {}", redact(url)))?;
-            db
+            Database::Postgres(Arc::new(store))
         }
         Some(url) => Database::Sqlite(Arc::new(
             SqliteStore::open_url(url)

@@ -1008,6 +1008,7 @@ impl TestPostgres {
         PgOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(60),
+            statement_timeout: Some(Duration::from_secs(60)),
         }
     }
 

@@ -34,6 +34,10 @@ pub struct PgOptions {
     /// opened — before failing with [`StoreError::Backend`]. This bounds how long a call
     /// takes while the database is unreachable.
     pub acquire_timeout: Duration,
+    /// Longest a statement may run on the server before Postgres cancels it (its
+    /// `statement_timeout`), so a call stuck behind a lock or a slow plan fails with
+    /// [`StoreError::Backend`] and frees its connection. `None`: no limit (migrations).
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for PgOptions {
@@ -41,6 +45,7 @@ impl Default for PgOptions {
         PgOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -96,9 +101,14 @@ impl PgStore {
     /// Does not migrate: call [`migrate`](Self::migrate) (or `butterfly migrate`) once
     /// per deployment.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(url)
+        let mut connect = PgConnectOptions::from_str(url)
             .map_err(backend)?
             .options([("synchronous_commit", "on")]);
+        if let Some(limit) = options.statement_timeout {
+            // Milliseconds, at least 1: 0 would mean no limit.
+            let ms = limit.as_millis().max(1).to_string();
+            connect = connect.options([("statement_timeout", ms.as_str())]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -107,7 +117,8 @@ impl PgStore {
     }
 
     /// Apply any migrations the database lacks. Safe to run from several processes at
-    /// once (sqlx serialises them with an advisory lock) and to repeat.
+    /// once (sqlx serialises them with an advisory lock) and to repeat. Runs under this
+    /// pool's statement timeout; [`PgStore::migrate_url`] runs without one.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         PG_MIGRATOR.run(&self.pool).await.map_err(backend)
     }
@@ -115,7 +126,11 @@ impl PgStore {
     /// Connect to `url`, bring its schema up to date, and disconnect: for `butterfly
     /// migrate` and deployment jobs that only migrate.
     pub async fn migrate_url(url: &str) -> Result<(), StoreError> {
-        let store = Self::connect(url, PgOptions::default()).await?;
+        let options = PgOptions {
+            statement_timeout: None,
+            ..PgOptions::default()
+        };
+        let store = Self::connect(url, options).await?;
         let done = store.migrate().await;
         store.close().await;
         done

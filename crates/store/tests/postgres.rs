@@ -296,6 +296,43 @@ fn dialects_have_the_same_migrations() {
     assert_eq!(versions(&PG_MIGRATOR), versions(&MIGRATOR));
 }
 
+/// A statement stuck behind a lock is cancelled by the server after the statement
+/// timeout: the call fails with `StoreError::Backend` and its connection is free again,
+/// instead of the caller (and the pool) waiting as long as the lock is held.
+#[tokio::test]
+async fn a_statement_stuck_behind_a_lock_is_cancelled() {
+    with_postgres(|pg| async move {
+        let url = pg.create_database().await;
+        PgStore::migrate_url(&url).await.unwrap();
+        let options = PgOptions {
+            max_connections: 1,
+            statement_timeout: Some(Duration::from_millis(300)),
+            ..TestPostgres::options()
+        };
+        let store = PgStore::connect(&url, options).await.unwrap();
+        let alice = user(&store, "alice").await;
+
+        // Another client holds the users table locked until it rolls back.
+        let mut locker = PgConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+        sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        let stuck = tokio::time::timeout(Duration::from_secs(30), store.account_by_id(alice.id))
+            .await
+            .expect("the statement timeout ends the call, not the test's timeout");
+        assert!(matches!(stuck, Err(StoreError::Backend(_))), "{stuck:?}");
+
+        // The pool's only connection was released: once the lock is gone, calls work.
+        sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+        let found = store.account_by_id(alice.id).await.unwrap();
+        assert_eq!(found.map(|a| a.id), Some(alice.id));
+        store.close().await;
+    })
+    .await;
+}
+
 /// With nothing listening, every call fails with `StoreError::Backend` after about the
 /// acquire timeout — the NS answers sign-ins with an MSNP error while Postgres is down —
 /// instead of hanging. Needs no server; the outer timeout only turns a hang into a failure.
