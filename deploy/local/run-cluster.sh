@@ -3,7 +3,8 @@
 # or Ctrl-C: one address book, one Passport, CLUSTER_GATEWAYS notification-server
 # gateways and CLUSTER_SWITCHBOARDS switchboard shards, each its own process, on
 # loopback ports counted up from CLUSTER_BASE_PORT, against BUTTERFLY_DATABASE_URL
-# (Postgres) and BUTTERFLY_REDIS_URL. Migrations run first.
+# (Postgres) and BUTTERFLY_REDIS_URL. Migrations run first. For a Redis Cluster, set
+# BUTTERFLY_REDIS_CLUSTER=true and list seed nodes in BUTTERFLY_REDIS_URL, comma-separated.
 #
 # When every process is ready it prints one line per process, "ROLE ADDRESS" (the
 # address clients or other roles connect to), then "http ADDRESS" (every HTTP path

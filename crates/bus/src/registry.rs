@@ -1,25 +1,27 @@
 //! The switchboard shard registry in Redis.
 //!
-//! A shard keeps `P{sb}:shard:{id}` (JSON: id, public address, load) alive with a
-//! time-to-live of one lease, refreshed every third of it, and listed in the set
-//! `P{sb}:index` ([`ShardRegistration`]). Gateways keep a copy of the live shards,
-//! refreshed about every second with one script call (the index, the records, and the
-//! removal of expired ones from the index), and pick from it without waiting
-//! ([`RedisSwitchboards`]). A shard that dies drops out when its record expires.
+//! A shard keeps its record (JSON: id, public address, load) in the hash `P{sb}:shards`
+//! and its expiry, one lease ahead by the server's clock, in the sorted set
+//! `P{sb}:expiry`, refreshed every third of a lease ([`ShardRegistration`]). Gateways
+//! keep a copy of the live shards, refreshed about every second with one script call
+//! (remove the expired records, return the rest), and pick from it without waiting
+//! ([`RedisSwitchboards`]). A shard that dies drops out when its expiry passes. Both keys
+//! share the tag `{sb}`, so in a Redis Cluster they live on one node and every script
+//! declares the keys it touches.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
 use butterfly_core::bus::BusError;
 use butterfly_core::switchboards::Switchboards;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::redis::conn::{Conn, Target};
 use crate::redis::scripts::Scripts;
-use crate::redis::{Keys, RedisBusConfig, bounded, client, command_connection};
+use crate::redis::{Keys, RedisBusConfig, bounded};
 
 /// Longest interval between two reads of the registry by a gateway.
 const REFRESH_MAX: Duration = Duration::from_secs(1);
@@ -44,9 +46,9 @@ pub struct ShardRegistration {
 }
 
 struct Registrar {
-    conn: ConnectionManager,
-    record_key: String,
-    index_key: String,
+    conn: Conn,
+    keys: Keys,
+    scripts: Scripts,
     shard: LiveShard,
     load: Arc<AtomicUsize>,
     lease: Duration,
@@ -57,23 +59,19 @@ impl Registrar {
         self.shard.load = self.load.load(Ordering::Relaxed);
         let record = serde_json::to_string(&self.shard).unwrap_or_default();
         let ttl = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = self.scripts.register_shard.prepare_invoke();
+        invocation
+            .key(self.keys.shard_records())
+            .key(self.keys.shard_expiry())
+            .arg(&self.shard.id)
+            .arg(record)
+            .arg(ttl);
         bounded(
             "shard registration",
-            ::redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(&self.record_key)
-                .arg(record)
-                .arg("PX")
-                .arg(ttl)
-                .ignore()
-                .cmd("SADD")
-                .arg(&self.index_key)
-                .arg(&self.shard.id)
-                .ignore()
-                .query_async::<()>(&mut self.conn),
+            invocation.invoke_async::<i64>(&mut self.conn),
         )
         .await
+        .map(drop)
     }
 
     async fn remove(&mut self) -> Result<(), BusError> {
@@ -81,11 +79,12 @@ impl Registrar {
             "shard unregistration",
             ::redis::pipe()
                 .atomic()
-                .cmd("DEL")
-                .arg(&self.record_key)
+                .cmd("HDEL")
+                .arg(self.keys.shard_records())
+                .arg(&self.shard.id)
                 .ignore()
-                .cmd("SREM")
-                .arg(&self.index_key)
+                .cmd("ZREM")
+                .arg(self.keys.shard_expiry())
                 .arg(&self.shard.id)
                 .ignore()
                 .query_async::<()>(&mut self.conn),
@@ -105,12 +104,12 @@ impl ShardRegistration {
         shutdown: CancellationToken,
     ) -> Result<ShardRegistration, BusError> {
         config.validate()?;
-        let client = client(&config.url)?;
-        let keys = Keys::new(&config.prefix);
         let mut registrar = Registrar {
-            conn: command_connection(&client).await?,
-            record_key: format!("{}{shard_id}", keys.shard_prefix()),
-            index_key: keys.shard_index(),
+            conn: Target::new(&config.url, config.cluster)?
+                .command_connection()
+                .await?,
+            keys: Keys::new(&config.prefix),
+            scripts: Scripts::new(),
             shard: LiveShard {
                 id: shard_id,
                 address: public_address,
@@ -178,7 +177,7 @@ pub struct RedisSwitchboards {
 }
 
 struct Reader {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     scripts: Scripts,
 }
@@ -187,8 +186,8 @@ impl Reader {
     async fn read(&mut self) -> Result<Vec<LiveShard>, BusError> {
         let mut invocation = self.scripts.live_shards.prepare_invoke();
         invocation
-            .key(self.keys.shard_index())
-            .arg(self.keys.shard_prefix());
+            .key(self.keys.shard_records())
+            .key(self.keys.shard_expiry());
         let records: Vec<String> = bounded(
             "shard registry read",
             invocation.invoke_async(&mut self.conn),
@@ -211,9 +210,10 @@ impl RedisSwitchboards {
         shutdown: CancellationToken,
     ) -> Result<Arc<RedisSwitchboards>, BusError> {
         config.validate()?;
-        let client = client(&config.url)?;
         let mut reader = Reader {
-            conn: command_connection(&client).await?,
+            conn: Target::new(&config.url, config.cluster)?
+                .command_connection()
+                .await?,
             keys: Keys::new(&config.prefix),
             scripts: Scripts::new(),
         };

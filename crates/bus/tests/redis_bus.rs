@@ -103,6 +103,7 @@ impl TestRedis {
             url: self.url.clone(),
             prefix: self.prefix.clone(),
             sharded,
+            cluster: false,
             lease,
         }
     }
@@ -757,12 +758,17 @@ async fn shard_registry_picks_live_shards_and_prefers_the_less_loaded() {
     // A graceful stop removes the record at once.
     one.stop().await;
     let mut conn = redis.conn().await;
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(format!("{}{{sb}}:shard:sb-1", redis.prefix))
+    let (record, expiry): (i64, Option<f64>) = redis::pipe()
+        .cmd("HEXISTS")
+        .arg(format!("{}{{sb}}:shards", redis.prefix))
+        .arg("sb-1")
+        .cmd("ZSCORE")
+        .arg(format!("{}{{sb}}:expiry", redis.prefix))
+        .arg("sb-1")
         .query_async(&mut conn)
         .await
-        .expect("exists");
-    assert_eq!(exists, 0);
+        .expect("registry read");
+    assert_eq!((record, expiry), (0, None), "sb-1 left the registry");
     eventually("no shard left", || async { switchboards.pick().is_none() }).await;
 
     shutdown.cancel();

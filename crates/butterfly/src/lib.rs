@@ -289,6 +289,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             url: url.clone(),
             prefix: settings.redis_prefix.clone(),
             sharded: settings.redis_sharded,
+            cluster: settings.redis_cluster,
             lease: settings.lease,
         });
     let redis = match &redis_config {

@@ -60,9 +60,14 @@ pub struct ServeArgs {
     /// Prefix of every Redis key and channel, so several networks can share a Redis.
     #[arg(long, env = "BUTTERFLY_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
-    /// Use sharded pub/sub (SSUBSCRIBE/SPUBLISH, Redis 7+), for a Redis Cluster.
+    /// Use sharded pub/sub (SSUBSCRIBE/SPUBLISH, Redis 7+) on a single Redis server.
+    /// Implied by --redis-cluster.
     #[arg(long, env = "BUTTERFLY_REDIS_SHARDED")]
     pub redis_sharded: Option<bool>,
+    /// --redis-url names a Redis Cluster (one or more seed nodes, comma-separated):
+    /// commands go to the node owning each key, pub/sub is sharded.
+    #[arg(long, env = "BUTTERFLY_REDIS_CLUSTER")]
+    pub redis_cluster: Option<bool>,
     /// Roles to run, comma-separated: ns-gateway, switchboard, passport, addressbook,
     /// or all (default).
     #[arg(long, env = "BUTTERFLY_TARGET")]
@@ -122,6 +127,7 @@ struct FileSettings {
     redis_url: Option<String>,
     redis_prefix: Option<String>,
     redis_sharded: Option<bool>,
+    redis_cluster: Option<bool>,
     target: Option<String>,
     grpc_listen: Option<String>,
     addressbook_url: Option<String>,
@@ -150,6 +156,7 @@ pub struct Settings {
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     pub redis_sharded: bool,
+    pub redis_cluster: bool,
     pub target: String,
     pub roles: Roles,
     pub grpc_listen: String,
@@ -237,6 +244,7 @@ impl Settings {
                 .or(file.redis_prefix)
                 .unwrap_or_else(|| "bf:".into()),
             redis_sharded: serve.redis_sharded.or(file.redis_sharded).unwrap_or(false),
+            redis_cluster: serve.redis_cluster.or(file.redis_cluster).unwrap_or(false),
             target,
             roles,
             grpc_listen: serve
@@ -289,6 +297,7 @@ impl Settings {
             redis_url: None,
             redis_prefix: "bf:".into(),
             redis_sharded: false,
+            redis_cluster: false,
             target: "all".into(),
             roles: Roles::parse("all").expect("all is a target"),
             grpc_listen: "127.0.0.1:0".into(),

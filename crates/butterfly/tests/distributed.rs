@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use butterfly_testkit::{
-    Client, Network, NetworkOptions, PrivateRedis, Services, TIMEOUT, TcpProxy, TestCluster,
-    line_of,
+    Client, Network, NetworkOptions, PrivateRedis, PrivateRedisCluster, Services, TIMEOUT,
+    TcpProxy, TestCluster, line_of,
 };
 use msnp::frame::Frame;
 
@@ -342,6 +342,68 @@ async fn users_on_different_gateways_do_what_they_do_on_one_server() {
     ] {
         assert!(text.contains(series), "no {series} in\n{text}");
     }
+}
+
+/// The same scenarios on a Redis Cluster of three primaries: users' keys and channels
+/// spread over the nodes by slot, pub/sub sharded, the registries on their own slots. A
+/// killed gateway is reaped across slots too. A role pointed at a cluster node without
+/// `--redis-cluster` refuses to start, saying so.
+#[tokio::test]
+async fn on_a_redis_cluster_users_on_different_gateways_do_what_they_do_on_one_server() {
+    let test = "Redis Cluster scenarios";
+    let Some(redis) = PrivateRedisCluster::start(test, 3).await else {
+        return;
+    };
+    let options = NetworkOptions {
+        redis_url: Some(redis.url()),
+        redis_cluster: true,
+        ..NetworkOptions::default()
+    };
+    let Some(mut net) = network(test, options).await else {
+        return;
+    };
+    presence_lists_and_privacy(&net).await;
+    chat_between(&net).await;
+    second_sign_in(&net).await;
+
+    net.add_user("gina@example.com", "pw", "Gina").await;
+    net.add_user("hank@example.com", "pw", "Hank").await;
+    let mut gina = online(&net, 0, "gina@example.com").await;
+    let mut hank = online(&net, 1, "hank@example.com").await;
+    add_online_contact(&mut hank, &mut gina, "gina@example.com").await;
+    net.gateways[0].kill().await;
+    gina.expect_closed().await;
+    hank.timeout = TIMEOUT * 2;
+    assert_eq!(line_of(&hank.expect("FLN").await), "FLN gina@example.com");
+
+    let wrong = tokio::process::Command::new(BIN)
+        .args(["serve", "--target", "ns-gateway"])
+        .args(["--ticket-secret", &"s".repeat(32)])
+        .args(["--addressbook-url", "http://127.0.0.1:9"])
+        .args([
+            "--redis-url",
+            &format!("redis://127.0.0.1:{}", redis.ports[0]),
+        ])
+        .args([
+            "--ns-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output();
+    let wrong = tokio::time::timeout(TIMEOUT, wrong)
+        .await
+        .expect("a misconfigured gateway exits")
+        .expect("run butterfly");
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success(),
+        "started on a cluster node without --redis-cluster"
+    );
+    assert!(
+        stderr.contains("Redis Cluster node: start with --redis-cluster"),
+        "unclear error: {stderr}"
+    );
 }
 
 /// Wait, bounded, for `pred` on a line from `c`; lines before it are skipped.

@@ -17,7 +17,7 @@ pub use client::{Client, line, line_of, passport_login};
 pub use cluster::TestCluster;
 pub use network::{Network, NetworkOptions, Proc};
 pub use proxy::TcpProxy;
-pub use services::{PrivateRedis, Services, delete_prefix, free_port};
+pub use services::{PrivateRedis, PrivateRedisCluster, Services, delete_prefix, free_port};
 
 /// How long any single expectation may wait before the test fails.
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -78,6 +78,9 @@ pub struct NetworkOptions {
     pub drain_seconds: u64,
     /// Use this Redis instead of the shared one (a [`crate::PrivateRedis`]).
     pub redis_url: Option<String>,
+    /// `redis_url` is a Redis Cluster (a [`crate::PrivateRedisCluster`]): every role
+    /// runs with `--redis-cluster`.
+    pub redis_cluster: bool,
     /// The address book reaches Postgres through this `host:port` (a
     /// [`crate::TcpProxy`]) instead of directly.
     pub postgres_via: Option<SocketAddr>,
@@ -91,6 +94,7 @@ impl Default for NetworkOptions {
             lease_seconds: 3,
             drain_seconds: 2,
             redis_url: None,
+            redis_cluster: false,
             postgres_via: None,
         }
     }
@@ -341,6 +345,7 @@ impl Spawner<'_> {
             .args(["--target", role])
             .args(["--redis-url", self.redis_url])
             .args(["--redis-prefix", self.prefix])
+            .args(["--redis-cluster", &self.options.redis_cluster.to_string()])
             .args(["--ticket-secret", self.secret])
             .args(["--public-host", "127.0.0.1"])
             .args(["--admin-listen", "127.0.0.1:0"])

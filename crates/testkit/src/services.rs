@@ -238,3 +238,145 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// A Redis Cluster of this test alone: `nodes` primaries without replicas on free
+/// loopback ports, slots spread evenly by `redis-cli --cluster create`. Killed on drop;
+/// its node files live in a temporary directory removed with it.
+pub struct PrivateRedisCluster {
+    pub ports: Vec<u16>,
+    dir: std::path::PathBuf,
+    children: Vec<Child>,
+}
+
+impl PrivateRedisCluster {
+    /// `None` (skipped, or failed under CI) when `redis-server` or `redis-cli` is missing.
+    pub async fn start(test: &str, nodes: usize) -> Option<PrivateRedisCluster> {
+        let dir = std::env::temp_dir().join(format!(
+            "butterfly-redis-cluster-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the cluster's directory");
+        let mut cluster = PrivateRedisCluster {
+            ports: Vec::new(),
+            dir,
+            children: Vec::new(),
+        };
+        if let Err(why) = cluster.form(nodes).await {
+            let msg = format!(
+                "{test}: cannot start a private Redis Cluster ({why}); \
+                 install Redis 7 (redis-server and redis-cli on PATH)"
+            );
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{msg}");
+            }
+            eprintln!("skipped: {msg}");
+            return None;
+        }
+        Some(cluster)
+    }
+
+    async fn form(&mut self, nodes: usize) -> Result<(), String> {
+        for _ in 0..nodes {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                ])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .arg("--dir")
+                .arg(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("redis-server: {e}"))?;
+            self.children.push(child);
+            self.ports.push(port);
+        }
+        for url in self.urls() {
+            wait_for(|| redis_ping(&url), &format!("{url} answers PING")).await?;
+        }
+        let create = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(self.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| format!("redis-cli: {e}"))?;
+        if !create.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create: {}",
+                String::from_utf8_lossy(&create.stderr).trim()
+            ));
+        }
+        // Every node must agree that all slots are served before clients connect.
+        for url in self.urls() {
+            wait_for(
+                || async {
+                    let Ok(client) = redis::Client::open(url.as_str()) else {
+                        return false;
+                    };
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                        return false;
+                    };
+                    redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok_and(|info| info.contains("cluster_state:ok"))
+                },
+                &format!("{url} reports cluster_state:ok"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Every node, comma-separated: the seed list for `--redis-url` with `--redis-cluster`.
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+}
+
+impl Drop for PrivateRedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Poll `check` every 50 ms for up to 10 s: for an external process that has nothing to
+/// await.
+async fn wait_for<F, Fut>(mut check: F, what: &str) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("timed out waiting until {what}"))
+}

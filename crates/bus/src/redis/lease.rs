@@ -93,25 +93,29 @@ impl Inner {
     /// Remove this node's registration (graceful close; its sessions are detached).
     pub(super) async fn unregister(&self) {
         let node = self.node();
+        let _ = self.node_users_clear(node).await;
+        let _ = self.remove_node(node, "node unregistration").await;
+    }
+
+    /// Remove node `node` from the registry (`{nodes}`: one slot, one pipeline). Its
+    /// user set lives in its own slot and is deleted separately, first: a registration
+    /// left by a failure in between is reaped again, with nothing left to release.
+    async fn remove_node(&self, node: u64, what: &str) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
-        let _ = self
-            .run(
-                "node unregistration",
-                ::redis::pipe()
-                    .cmd("ZREM")
-                    .arg(self.keys.nodes_live())
-                    .arg(node)
-                    .ignore()
-                    .cmd("HDEL")
-                    .arg(self.keys.nodes_owner())
-                    .arg(node)
-                    .ignore()
-                    .cmd("DEL")
-                    .arg(self.keys.node_users(node))
-                    .ignore()
-                    .query_async::<()>(&mut conn),
-            )
-            .await;
+        self.run(
+            what,
+            ::redis::pipe()
+                .cmd("ZREM")
+                .arg(self.keys.nodes_live())
+                .arg(node)
+                .ignore()
+                .cmd("HDEL")
+                .arg(self.keys.nodes_owner())
+                .arg(node)
+                .ignore()
+                .query_async::<()>(&mut conn),
+        )
+        .await
     }
 
     /// One heartbeat and one look for dead nodes. Returns whether both worked.
@@ -323,23 +327,8 @@ impl Inner {
                 released += usize::from(result?);
             }
         }
-        self.run(
-            "dead node removal",
-            ::redis::pipe()
-                .cmd("ZREM")
-                .arg(self.keys.nodes_live())
-                .arg(node)
-                .ignore()
-                .cmd("HDEL")
-                .arg(self.keys.nodes_owner())
-                .arg(node)
-                .ignore()
-                .cmd("DEL")
-                .arg(self.keys.node_users(node))
-                .ignore()
-                .query_async::<()>(&mut conn),
-        )
-        .await?;
+        self.node_users_clear(node).await?;
+        self.remove_node(node, "dead node removal").await?;
         tracing::info!(
             node,
             users = users.len(),

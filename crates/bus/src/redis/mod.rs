@@ -19,12 +19,13 @@
 //! | `P` `{nodes}:owner` | hash | node id → the owning process's random token |
 //! | `P` `node:{id}:users` | set | users with a session on node `id` (what to reap if it dies) |
 //! | `P` `reap:{id}` | string, TTL | who is cleaning up after dead node `id` |
-//! | `P` `{sb}:index`, `P` `{sb}:shard:{id}` | set, string with TTL | the switchboard registry ([`crate::registry`]) |
+//! | `P` `{sb}:shards`, `P` `{sb}:expiry` | hash, sorted set | the switchboard registry: shard id → record, → expiry ([`crate::registry`]) |
 //!
 //! # Delivery
 //!
 //! The gateway keeps one [`LocalFanout`] and exactly one subscriber connection (RESP3
-//! push messages; `SUBSCRIBE`, or `SSUBSCRIBE` with [`RedisBusConfig::sharded`]). It
+//! push messages; `SUBSCRIBE`, or `SSUBSCRIBE` with [`RedisBusConfig::sharded`] or in a
+//! Redis Cluster, where each channel is subscribed on the node owning its slot). It
 //! subscribes `pres:{u}` while a local session watches `u` and `user:{u}` while `u` has a
 //! local session; the fan-out's return values drive this, so each channel is subscribed
 //! once however many local sessions need it. Every event, also one for a session on the
@@ -50,6 +51,7 @@
 //! id and rebuilds what it owns from memory (directory entries, presence records, user
 //! set), and raises the session counter to its highest live session.
 
+pub(crate) mod conn;
 mod lease;
 pub(crate) mod scripts;
 mod subscriber;
@@ -60,8 +62,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisResult};
+use ::redis::RedisResult;
 use async_trait::async_trait;
 use butterfly_core::Email;
 use butterfly_core::bus::{Bus, BusError, Event, SessionId, UserEvent};
@@ -74,6 +75,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::fanout::{FanoutStats, LocalFanout};
 
+use self::conn::{Conn, Target};
 use self::scripts::Scripts;
 
 /// Longest wait for one command (or pipeline) before it counts as failed. Redis answers in
@@ -90,13 +92,17 @@ const BULK_CONCURRENCY: usize = 256;
 /// Where and how a gateway uses Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisBusConfig {
-    /// `redis://[user:password@]host[:port][/db]`.
+    /// `redis://[user:password@]host[:port][/db]`; with [`Self::cluster`], one or more
+    /// seed nodes of the cluster, comma-separated.
     pub url: String,
     /// Prepended to every key and channel, so tests and clusters can share one Redis.
     /// Must not contain `{` or `}` (they would change the keys' Redis Cluster hash slot).
     pub prefix: String,
-    /// Use Redis 7 sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`), for Redis Cluster.
+    /// Use Redis 7 sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`). Implied by [`Self::cluster`].
     pub sharded: bool,
+    /// `url` names a Redis Cluster: commands go to the node owning their keys' slot, and
+    /// each channel is subscribed on the node owning its slot (sharded pub/sub).
+    pub cluster: bool,
     /// How long a node (or switchboard shard) stays registered without a heartbeat.
     /// Heartbeats go out every third of it; a killed gateway's users are reported offline
     /// within about `lease + lease / 3`.
@@ -109,6 +115,7 @@ impl Default for RedisBusConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             prefix: "butterfly:".to_owned(),
             sharded: false,
+            cluster: false,
             lease: Duration::from_secs(15),
         }
     }
@@ -137,6 +144,12 @@ impl RedisBusConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Whether channels are sharded (`SSUBSCRIBE`/`SPUBLISH`): asked for, or a cluster,
+    /// where plain pub/sub would copy every message to every node.
+    pub(crate) fn sharded_pubsub(&self) -> bool {
+        self.sharded || self.cluster
     }
 
     /// How often a lease is refreshed.
@@ -220,13 +233,13 @@ impl Keys {
         format!("{}reap:{{{node}}}", self.prefix)
     }
 
-    pub(crate) fn shard_index(&self) -> String {
-        format!("{}{{sb}}:index", self.prefix)
+    pub(crate) fn shard_records(&self) -> String {
+        format!("{}{{sb}}:shards", self.prefix)
     }
 
     /// The shard records' common prefix; a record is this + the shard id.
-    pub(crate) fn shard_prefix(&self) -> String {
-        format!("{}{{sb}}:shard:", self.prefix)
+    pub(crate) fn shard_expiry(&self) -> String {
+        format!("{}{{sb}}:expiry", self.prefix)
     }
 }
 
@@ -235,40 +248,6 @@ impl Keys {
 enum Channel {
     Pres(Email),
     User(Email),
-}
-
-/// A `Client` for `url` speaking RESP3 (push messages: pub/sub on a multiplexed
-/// connection, and disconnects noticed without waiting for a command).
-pub(crate) fn client(url: &str) -> Result<Client, BusError> {
-    let info = url
-        .into_connection_info()
-        .map_err(|e| BusError(format!("invalid Redis URL: {e}")))?;
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings))
-        .map_err(|e| BusError(format!("invalid Redis URL: {e}")))
-}
-
-/// The command connection: multiplexed (concurrent callers share one pipelined TCP
-/// connection), reconnecting in the background, every request bounded.
-pub(crate) async fn command_connection(client: &Client) -> Result<ConnectionManager, BusError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(1));
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT * 2,
-        client.get_connection_manager_with_config(config),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(BusError(format!("cannot connect to Redis: {e}"))),
-        Err(_) => Err(BusError("cannot connect to Redis: timed out".to_owned())),
-    }
 }
 
 /// `fut`, failing after [`COMMAND_TIMEOUT`].
@@ -432,8 +411,8 @@ pub struct RedisBusStats {
 struct Inner {
     config: RedisBusConfig,
     keys: Keys,
-    client: Client,
-    conn: ConnectionManager,
+    target: Target,
+    conn: Conn,
     scripts: Scripts,
     /// Random; proves that a node id registered in Redis is this process's.
     token: String,
@@ -489,14 +468,14 @@ impl RedisBus {
         shutdown: CancellationToken,
     ) -> Result<Arc<RedisBus>, BusError> {
         config.validate()?;
-        let client = client(&config.url)?;
-        let conn = command_connection(&client).await?;
-        let subscriber = subscriber::open(&client).await?;
+        let target = Target::new(&config.url, config.cluster)?;
+        let conn = target.command_connection().await?;
+        let subscriber = target.subscriber().await?;
         let stop = shutdown.child_token();
         let inner = Arc::new(Inner {
             keys: Keys::new(&config.prefix),
             config,
-            client,
+            target,
             conn,
             scripts: Scripts::new(),
             token: format!("{:016x}", rand::random::<u64>()),
@@ -584,7 +563,7 @@ impl Inner {
     }
 
     fn publish_command(&self) -> &'static str {
-        if self.config.sharded {
+        if self.config.sharded_pubsub() {
             "SPUBLISH"
         } else {
             "PUBLISH"

@@ -121,20 +121,28 @@ local cutoff = now - tonumber(ARGV[1])
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', cutoff), 'LIMIT', 0, 16)
 ";
 
-/// The records of the live switchboard shards: the members of the index `KEYS[1]` whose
-/// record `ARGV[1] .. id` still exists. Expired ones are removed from the index. One round
-/// trip; the records share the index's hash slot (`{sb}`).
+/// Register or refresh switchboard shard `ARGV[1]`: its record `ARGV[2]` in the hash
+/// `KEYS[1]`, and its expiry (server time + `ARGV[3]` ms) in the sorted set `KEYS[2]`.
+const REGISTER_SHARD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], string.format('%.0f', now + tonumber(ARGV[3])), ARGV[1])
+return 1
+";
+
+/// The records of the live switchboard shards (hash `KEYS[1]`), after removing those
+/// whose expiry in the sorted set `KEYS[2]` has passed by the server's clock. One round
+/// trip, and every key it touches is declared (Redis Cluster).
 const LIVE_SHARDS: &str = r"
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('GET', ARGV[1] .. id)
-  if v then
-    table.insert(out, v)
-  else
-    redis.call('SREM', KEYS[1], id)
-  end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = '(' .. string.format('%.0f', now)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)) do
+  redis.call('HDEL', KEYS[1], id)
 end
-return out
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+return redis.call('HVALS', KEYS[1])
 ";
 
 /// The scripts, hashed once. `Script::invoke_async` sends `EVALSHA` and falls back to
@@ -145,6 +153,7 @@ pub(crate) struct Scripts {
     pub(crate) register_node: Script,
     pub(crate) heartbeat: Script,
     pub(crate) dead_nodes: Script,
+    pub(crate) register_shard: Script,
     pub(crate) live_shards: Script,
 }
 
@@ -156,6 +165,7 @@ impl Scripts {
             register_node: Script::new(REGISTER_NODE),
             heartbeat: Script::new(HEARTBEAT),
             dead_nodes: Script::new(DEAD_NODES),
+            register_shard: Script::new(REGISTER_SHARD),
             live_shards: Script::new(LIVE_SHARDS),
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! One task owns it. It applies subscription changes (in batches: one pipeline of
 //! single-channel `(S)SUBSCRIBE` / `(S)UNSUBSCRIBE` commands, each answered by exactly one
-//! confirmation), delivers messages, pings to notice a dead peer, and reconnects with
-//! backoff. After a reconnect it subscribes every channel the local sessions need again,
+//! confirmation; in a Redis Cluster one concurrent call per channel, each to the node
+//! owning the channel's slot), delivers messages, pings to notice a dead peer (in a
+//! cluster: every node), and reconnects with backoff. After a reconnect it subscribes every channel the local sessions need again,
 //! asks the lease task for an immediate heartbeat (which notices a Redis that lost its
 //! data and rebuilds), and after one lease (time enough for every live gateway to
 //! rebuild) re-reads the presence of every watched user and delivers it, to repair what
@@ -16,14 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, Client, Msg, PushInfo, PushKind};
+use ::redis::{Msg, PushInfo, PushKind};
 use butterfly_core::bus::{BusError, Event};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CONNECT_TIMEOUT, Channel, Inner, READ_BATCH, bounded, parse_record};
+use super::conn::Conn;
+use super::{Channel, Inner, READ_BATCH, bounded, parse_record};
 
 /// First and longest wait between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -31,28 +32,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Subscription commands per pipeline.
 const SUBSCRIBE_BATCH: usize = 512;
 
-pub(super) type Subscriber = (MultiplexedConnection, UnboundedReceiver<PushInfo>);
-
-/// Open a subscriber connection: RESP3, messages to the returned receiver.
-pub(super) async fn open(client: &Client) -> Result<Subscriber, BusError> {
-    let (tx, rx) = unbounded_channel();
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(super::COMMAND_TIMEOUT))
-        .set_push_sender(tx);
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT * 2,
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => Ok((conn, rx)),
-        Ok(Err(e)) => Err(BusError(format!("Redis subscriber connection: {e}"))),
-        Err(_) => Err(BusError(
-            "Redis subscriber connection: timed out".to_owned(),
-        )),
-    }
-}
+pub(super) type Subscriber = (Conn, UnboundedReceiver<PushInfo>);
 
 /// Why a connection's loop ended.
 enum Ended {
@@ -69,7 +49,7 @@ pub(super) async fn run(inner: Arc<Inner>, first: Subscriber, stop: Cancellation
     loop {
         let subscriber = match next.take() {
             Some(s) => s,
-            None => match open(&inner.client).await {
+            None => match inner.target.subscriber().await {
                 Ok(s) => s,
                 Err(e) => {
                     if outage.is_none() {
@@ -189,7 +169,7 @@ fn on_push(inner: &Inner, push: PushInfo) {
 
 /// Bring the connection's subscriptions in line with what the local sessions want, then
 /// acknowledge the generation that was applied.
-async fn sync(inner: &Inner, conn: &mut MultiplexedConnection) -> Result<(), BusError> {
+async fn sync(inner: &Inner, conn: &mut Conn) -> Result<(), BusError> {
     let (changes, generation) = {
         let mut state = inner.state();
         let dirty = std::mem::take(&mut state.dirty);
@@ -202,20 +182,14 @@ async fn sync(inner: &Inner, conn: &mut MultiplexedConnection) -> Result<(), Bus
             .collect();
         (changes, state.generation)
     };
-    let (subscribe, unsubscribe) = if inner.config.sharded {
-        ("SSUBSCRIBE", "SUNSUBSCRIBE")
-    } else {
-        ("SUBSCRIBE", "UNSUBSCRIBE")
-    };
+    let sharded = inner.config.sharded_pubsub();
     for batch in changes.chunks(SUBSCRIBE_BATCH) {
-        let mut pipe = ::redis::pipe();
-        for (channel, want) in batch {
-            pipe.cmd(if *want { subscribe } else { unsubscribe })
-                .arg(inner.keys.channel(channel))
-                .ignore();
-        }
+        let names: Vec<(String, bool)> = batch
+            .iter()
+            .map(|(channel, want)| (inner.keys.channel(channel), *want))
+            .collect();
         // On failure nothing is recorded: the next connection subscribes all it wants.
-        bounded("subscribe", pipe.query_async::<()>(conn)).await?;
+        conn.apply_subscriptions(&names, sharded).await?;
         let mut state = inner.state();
         for (channel, want) in batch {
             if *want {
