@@ -690,6 +690,39 @@ async fn gateways_resubscribe_and_rebuild_after_a_redis_restart() {
     b.close().await;
 }
 
+/// A sign-out that happened while Redis was down (its offline publish failed) reaches the
+/// watchers on another gateway through the re-read after reconnecting: the user has no
+/// record after the rebuild, is looked at again a lease later, and only then reported
+/// offline.
+#[tokio::test]
+async fn a_sign_out_missed_during_a_redis_outage_is_delivered_after_it() {
+    let Some(mut server) = PrivateRedis::start().await else {
+        return;
+    };
+    let redis = TestRedis {
+        url: server.url(),
+        prefix: "bfmissed:".into(),
+        major: 0,
+    };
+    let lease = Duration::from_secs(1);
+    let a = gateway(&redis, lease, false).await;
+    let b = gateway(&redis, lease, false).await;
+    let alice = attach(&a, "alice@x.com").await;
+    a.publish_presence(alice.id, Some(online("Alice"))).await;
+    let mut bob = attach(&b, "bob@x.com").await;
+    b.watch(bob.id, &[email("alice@x.com")]).await;
+
+    server.kill();
+    // Alice signs out while Redis is down: her offline publish fails.
+    a.detach(alice.id).await;
+    server.restart().await;
+
+    bob.expect(pres_event("alice@x.com", None)).await;
+    bob.assert_empty();
+    a.close().await;
+    b.close().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Switchboard shard registry
 // ---------------------------------------------------------------------------------------

@@ -406,6 +406,88 @@ async fn on_a_redis_cluster_users_on_different_gateways_do_what_they_do_on_one_s
     );
 }
 
+/// One node of a Redis Cluster restarts and loses its keys, but not the registry's: the
+/// gateways reconnect, resubscribe, and write back the presence records that were on it,
+/// so a user who did nothing in the meantime still shows online to a new watcher, and
+/// watchers that were subscribed before keep receiving changes.
+#[tokio::test]
+async fn a_redis_cluster_node_restart_loses_no_presence() {
+    let test = "Redis Cluster node restart";
+    let Some(mut redis) = PrivateRedisCluster::start(test, 3).await else {
+        return;
+    };
+    let options = NetworkOptions {
+        redis_url: Some(redis.url()),
+        redis_cluster: true,
+        ..NetworkOptions::default()
+    };
+    let Some(net) = network(test, options).await else {
+        return;
+    };
+    // A user whose slot is on another node than the gateway registry's, so the restart
+    // loses the user's records while every gateway's registration survives.
+    let prefix = net.redis_prefix().to_owned();
+    let registry = redis.node_of(&format!("{prefix}{{nodes}}:live")).await;
+    let mut alice = None;
+    for i in 0..64 {
+        let email = format!("user{i}@example.com");
+        let node = redis
+            .node_of(&format!("{prefix}presence:{{{email}}}"))
+            .await;
+        if node != registry {
+            alice = Some((email, node));
+            break;
+        }
+    }
+    let (alice_email, alice_node) = alice.expect("some user's slot is off the registry's node");
+    let alice_name = friendly(&alice_email);
+    net.add_user(&alice_email, "pw", &alice_name).await;
+    net.add_user("bob@example.com", "pw", "Bob").await;
+    net.add_user("carol@example.com", "pw", "Carol").await;
+    let mut alice = online(&net, 0, &alice_email).await;
+    let mut bob = online(&net, 1, "bob@example.com").await;
+    add_online_contact(&mut bob, &mut alice, &alice_email).await;
+
+    redis.restart(alice_node).await;
+
+    // Bounded wait for the gateway to write the record back (it reconnects within about
+    // a heartbeat, a third of the 3 s lease); nothing is sent that a client could await.
+    let key = format!("{prefix}presence:{{{alice_email}}}");
+    let node = redis::Client::open(redis.urls()[alice_node].as_str()).expect("url");
+    let restored = tokio::time::timeout(TIMEOUT * 2, async {
+        loop {
+            if let Ok(mut conn) = node.get_multiplexed_async_connection().await {
+                let exists: Result<i64, _> =
+                    redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await;
+                if exists == Ok(1) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        restored.is_ok(),
+        "presence record not written back:\n{}",
+        net.logs()
+    );
+
+    // A new watcher sees Alice online; Bob, subscribed before, sees her next change.
+    let mut carol = online(&net, 1, "carol@example.com").await;
+    add_online_contact(&mut carol, &mut alice, &alice_email).await;
+    let tr = alice.cmd("CHG", "AWY 0").await;
+    reply(&mut alice, tr).await;
+    bob.timeout = TIMEOUT * 2;
+    let next = line_of(&bob.next().await);
+    assert_eq!(
+        next,
+        format!("NLN AWY {alice_email} {alice_name} 0 0"),
+        "{}",
+        net.logs()
+    );
+}
+
 /// Wait, bounded, for `pred` on a line from `c`; lines before it are skipped.
 async fn expect_line(c: &mut Client, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) {
     let found = tokio::time::timeout(limit, async {

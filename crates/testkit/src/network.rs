@@ -289,6 +289,11 @@ impl Network {
     }
 
     /// Every process's log tail, for a failure message.
+    /// The prefix of this network's Redis keys and channels.
+    pub fn redis_prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn logs(&self) -> String {
         let all = [&self.addressbook, &self.passport]
             .into_iter()

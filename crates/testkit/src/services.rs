@@ -276,27 +276,31 @@ impl PrivateRedisCluster {
         Some(cluster)
     }
 
+    fn spawn_node(&self, port: u16) -> Result<Child, String> {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+            ])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("redis-server: {e}"))
+    }
+
     async fn form(&mut self, nodes: usize) -> Result<(), String> {
         for _ in 0..nodes {
             let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                ])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .arg("--dir")
-                .arg(&self.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("redis-server: {e}"))?;
+            let child = self.spawn_node(port)?;
             self.children.push(child);
             self.ports.push(port);
         }
@@ -319,7 +323,11 @@ impl PrivateRedisCluster {
                 String::from_utf8_lossy(&create.stderr).trim()
             ));
         }
-        // Every node must agree that all slots are served before clients connect.
+        self.wait_ok().await
+    }
+
+    /// Wait until every node agrees that all slots are served.
+    async fn wait_ok(&self) -> Result<(), String> {
         for url in self.urls() {
             wait_for(
                 || async {
@@ -342,7 +350,63 @@ impl PrivateRedisCluster {
         Ok(())
     }
 
-    fn urls(&self) -> Vec<String> {
+    /// Kill node `index` and start it again on the same port. It keeps its place in the
+    /// cluster (its node file survives) but, without persistence, none of its keys.
+    pub async fn restart(&mut self, index: usize) {
+        let _ = self.children[index].kill().await;
+        self.children[index] = self.spawn_node(self.ports[index]).expect("respawn a node");
+        let url = self.urls()[index].clone();
+        wait_for(|| redis_ping(&url), &format!("{url} answers PING again"))
+            .await
+            .expect("the node restarts");
+        self.wait_ok().await.expect("the cluster recovers");
+    }
+
+    /// The index of the node serving `key`'s hash slot.
+    pub async fn node_of(&self, key: &str) -> usize {
+        let client = redis::Client::open(self.urls()[0].as_str()).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to a cluster node");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        // CLUSTER SHARDS would be neater; CLUSTER SLOTS is there from Redis 3 on:
+        // [[start, end, [host, port, id, …], …], …]
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER SLOTS");
+        for range in ranges {
+            let redis::Value::Array(fields) = range else {
+                continue;
+            };
+            let (Some(start), Some(end), Some(redis::Value::Array(primary))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                continue;
+            };
+            let start: i64 = redis::from_redis_value(start.clone()).expect("slot range start");
+            let end: i64 = redis::from_redis_value(end.clone()).expect("slot range end");
+            let port: u16 = redis::from_redis_value(primary[1].clone()).expect("node port");
+            if (start..=end).contains(&slot) {
+                return self
+                    .ports
+                    .iter()
+                    .position(|&p| p == port)
+                    .expect("a node of this cluster");
+            }
+        }
+        panic!("no node serves slot {slot}");
+    }
+
+    /// Each node's own URL, by index.
+    pub fn urls(&self) -> Vec<String> {
         self.ports
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}"))

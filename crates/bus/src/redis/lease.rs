@@ -9,6 +9,11 @@
 //!    this one dead and removed its entries: the node registers again under a new id and
 //!    rebuilds its directory entries, presence records and user set from memory, and
 //!    raises the session counter to its highest live session;
+//!
+//!    After the subscriber reconnected, the node also writes its entries back when its
+//!    registration survived (`restore` mode: only records that are missing or differ are
+//!    written and published). In a Redis Cluster one node can restart and lose the slots
+//!    of some users while the registry's slot lives elsewhere;
 //! 2. looks for nodes whose heartbeat is older than the lease. For each, one node claims
 //!    the clean-up (`SET reap:{id} NX PX lease`), runs the presence script in `reap` mode
 //!    for each of the dead node's users (only entries that still name that node are
@@ -121,8 +126,17 @@ impl Inner {
     /// One heartbeat and one look for dead nodes. Returns whether both worked.
     async fn tick(&self) -> bool {
         match self.heartbeat().await {
-            Ok(true) => {}
+            Ok(true) => {
+                if self.repair.swap(false, Ordering::SeqCst)
+                    && let Err(e) = self.rebuild(self.node()).await
+                {
+                    tracing::warn!(error = %e, "Writing back this node's entries failed; retrying");
+                    self.repair.store(true, Ordering::SeqCst);
+                    return false;
+                }
+            }
             Ok(false) => {
+                self.repair.store(false, Ordering::SeqCst);
                 if self.recover().await.is_err() {
                     return false;
                 }
@@ -161,11 +175,26 @@ impl Inner {
             "This node's registration was gone from Redis (restart without persistence, \
              or declared dead); registered again, rebuilding its entries"
         );
-        self.rebuild(node).await
+        let rebuilt = self.rebuild(node).await;
+        if rebuilt.is_err() {
+            // Registered but incomplete: make the next heartbeat start over.
+            let mut conn = self.conn.clone();
+            let _ = self
+                .run(
+                    "node unregistration",
+                    ::redis::cmd("HDEL")
+                        .arg(self.keys.nodes_owner())
+                        .arg(node)
+                        .query_async::<i64>(&mut conn),
+                )
+                .await;
+        }
+        rebuilt
     }
 
     /// Write this node's local sessions back: user set, directory entries, presence
-    /// records (published again, so watchers that resubscribed already see them).
+    /// records (published again where they were missing or differed, so watchers that
+    /// resubscribed see them).
     async fn rebuild(&self, node: u64) -> Result<(), BusError> {
         let (highest, users) = {
             let state = self.state();
@@ -202,20 +231,7 @@ impl Inner {
             }
         }
         match failed {
-            Some(e) => {
-                // Registered but incomplete: make the next heartbeat start over.
-                let mut conn = self.conn.clone();
-                let _ = self
-                    .run(
-                        "node unregistration",
-                        ::redis::cmd("HDEL")
-                            .arg(self.keys.nodes_owner())
-                            .arg(node)
-                            .query_async::<i64>(&mut conn),
-                    )
-                    .await;
-                Err(e)
-            }
+            Some(e) => Err(e),
             None => {
                 tracing::info!(node, users = users.len(), "Rebuilt this node's entries");
                 Ok(())
@@ -244,7 +260,7 @@ impl Inner {
                         presence: Some(p),
                         at: super::unix_micros(),
                     });
-                    self.presence_script(Mode::Publish, user, *session, node, &record, &message)
+                    self.presence_script(Mode::Restore, user, *session, node, &record, &message)
                         .await?;
                 }
                 None => {

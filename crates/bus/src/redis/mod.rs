@@ -331,6 +331,7 @@ fn offline_message(user: &Email) -> String {
 enum Mode {
     Claim,
     Publish,
+    Restore,
     Clear,
     Detach,
     Reap,
@@ -341,6 +342,7 @@ impl Mode {
         match self {
             Mode::Claim => "claim",
             Mode::Publish => "publish",
+            Mode::Restore => "restore",
             Mode::Clear => "clear",
             Mode::Detach => "detach",
             Mode::Reap => "reap",
@@ -424,8 +426,15 @@ struct Inner {
     acked: watch::Sender<u64>,
     /// Wakes the lease task for an immediate heartbeat (after the subscriber reconnected).
     heartbeat_now: Notify,
+    /// Set when the subscriber reconnected: the next heartbeat writes back this node's
+    /// entries even if its registration survived, since a Redis Cluster node may have
+    /// lost the slots of some users and not the registry's.
+    repair: AtomicBool,
     /// Redis is failing: log the first failure of an outage, not every one.
     down: AtomicBool,
+    /// When a command last failed: the subscriber's presence re-read waits for a whole
+    /// lease without failures, the time other gateways need to write back their entries.
+    last_failure: Mutex<Option<tokio::time::Instant>>,
     /// Stops the background tasks (the `shutdown` token's child).
     stop: CancellationToken,
     closed: AtomicBool,
@@ -484,7 +493,9 @@ impl RedisBus {
             resubscribe: Notify::new(),
             acked: watch::Sender::new(0),
             heartbeat_now: Notify::new(),
+            repair: AtomicBool::new(false),
             down: AtomicBool::new(false),
+            last_failure: Mutex::new(None),
             stop: stop.clone(),
             closed: AtomicBool::new(false),
             live: AtomicBool::new(false),
@@ -585,6 +596,10 @@ impl Inner {
                 Ok(v)
             }
             Err(e) => {
+                *self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now());
                 if self.down.swap(true, Ordering::Relaxed) {
                     tracing::debug!(error = %e, "Redis command failed");
                 } else {

@@ -35,6 +35,8 @@ return redis.call('INCR', KEYS[1])
 /// `SPUBLISH`). Modes:
 /// - `claim` (attach): the directory names this session unless a newer one holds it.
 /// - `publish`: like `claim`, and store the record and publish the message.
+/// - `restore` (rebuilding after Redis lost data): like `publish`, but only if the stored
+///   record differs, so a rebuild that finds its records in place publishes nothing.
 /// - `clear` (signed out, still attached): like `claim`, and delete the record; publish
 ///   (offline) only if there was one.
 /// - `detach`: only if the directory names this session, delete both; publish (offline)
@@ -65,7 +67,7 @@ if mode == 'detach' or mode == 'reap' then
 end
 if cur_s > s then return 0 end
 if dir ~= me then redis.call('SET', KEYS[1], me) end
-if mode == 'publish' then
+if mode == 'publish' or (mode == 'restore' and redis.call('GET', KEYS[2]) ~= ARGV[4]) then
   redis.call('SET', KEYS[2], ARGV[4])
   redis.call(ARGV[6], KEYS[3], ARGV[5])
 elseif mode == 'clear' then

@@ -4,20 +4,24 @@
 //! single-channel `(S)SUBSCRIBE` / `(S)UNSUBSCRIBE` commands, each answered by exactly one
 //! confirmation; in a Redis Cluster one concurrent call per channel, each to the node
 //! owning the channel's slot), delivers messages, pings to notice a dead peer (in a
-//! cluster: every node), and reconnects with backoff. After a reconnect it subscribes every channel the local sessions need again,
-//! asks the lease task for an immediate heartbeat (which notices a Redis that lost its
-//! data and rebuilds), and after one lease (time enough for every live gateway to
-//! rebuild) re-reads the presence of every watched user and delivers it, to repair what
-//! was missed while disconnected.
+//! cluster: every node), and reconnects with backoff. After a reconnect it subscribes
+//! every channel the local sessions need again, asks the lease task for an immediate
+//! heartbeat (which notices a Redis that lost its data and rebuilds, or writes back this
+//! node's entries), and once Redis has answered without failure for a lease (time enough
+//! for every live gateway to rebuild) re-reads the presence of every watched user and
+//! delivers it, to repair what was missed while disconnected. A user found without a
+//! record is looked at again a lease later and only then reported offline, so a record
+//! its gateway is still writing back does not show as a sign-out.
 //!
 //! Messages, subscription changes and that re-read are handled one at a time by this one
 //! task, so a re-read snapshot is never delivered after a message published later.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use ::redis::{Msg, PushInfo, PushKind};
+use butterfly_core::Email;
 use butterfly_core::bus::{BusError, Event};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -75,6 +79,7 @@ pub(super) async fn run(inner: Arc<Inner>, first: Subscriber, stop: Cancellation
             state.generation += 1;
         }
         let resync_at = if reconnected {
+            inner.repair.store(true, Ordering::SeqCst);
             inner.heartbeat_now.notify_one();
             Some(Instant::now() + inner.config.lease)
         } else {
@@ -127,6 +132,11 @@ async fn connected(
     let resync = tokio::time::sleep_until(resync_at.unwrap_or_else(Instant::now));
     tokio::pin!(resync);
     let mut resync_armed = resync_at.is_some();
+    // Watched users the re-read found no record for, checked once more a lease later.
+    let mut recheck: Vec<Email> = Vec::new();
+    let confirm = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(confirm);
+    let mut confirm_armed = false;
     loop {
         tokio::select! {
             biased;
@@ -150,8 +160,39 @@ async fn connected(
                 }
             }
             () = &mut resync, if resync_armed => {
+                // Not while Redis is still failing (a cluster node coming back answers
+                // CLUSTERDOWN for a while): a lease after the last failure, so the
+                // gateways that own the missed users have rewritten their records.
+                let failed = *inner.last_failure.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(quiet) = failed.map(|f| f + inner.config.lease).filter(|&q| q > Instant::now()) {
+                    resync.as_mut().reset(quiet);
+                    continue;
+                }
                 resync_armed = false;
-                reread_watched(inner).await;
+                match reread(inner, watched(inner), Missing::Recheck).await {
+                    Ok(missing) if missing.is_empty() => {}
+                    Ok(missing) => {
+                        recheck = missing;
+                        confirm.as_mut().reset(Instant::now() + inner.config.lease);
+                        confirm_armed = true;
+                    }
+                    // Failed: try again (after a lease without failures).
+                    Err(()) => {
+                        resync.as_mut().reset(Instant::now());
+                        resync_armed = true;
+                    }
+                }
+            }
+            () = &mut confirm, if confirm_armed => {
+                confirm_armed = false;
+                let still: Vec<Email> = {
+                    let state = inner.state();
+                    std::mem::take(&mut recheck)
+                        .into_iter()
+                        .filter(|u| state.want.contains(&Channel::Pres(u.clone())))
+                        .collect()
+                };
+                let _ = reread(inner, still, Missing::Offline).await;
             }
         }
     }
@@ -203,10 +244,9 @@ async fn sync(inner: &Inner, conn: &mut Conn) -> Result<(), BusError> {
     Ok(())
 }
 
-/// Deliver the current presence of every watched user to its watchers (after a
-/// reconnect: changes published while this gateway was not subscribed were missed).
-async fn reread_watched(inner: &Inner) {
-    let users: Vec<_> = inner
+/// The users some local session watches.
+fn watched(inner: &Inner) -> Vec<Email> {
+    inner
         .state()
         .want
         .iter()
@@ -214,11 +254,30 @@ async fn reread_watched(inner: &Inner) {
             Channel::Pres(u) => Some(u.clone()),
             Channel::User(_) => None,
         })
-        .collect();
+        .collect()
+}
+
+/// What a re-read does about a watched user without a presence record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Return it for a second look: the gateway that owns the user may not have written
+    /// its records back yet (a cluster node that restarted can answer `CLUSTERDOWN` for
+    /// a while), and reporting the user offline now would show a sign-out that did not
+    /// happen.
+    Recheck,
+    /// Deliver it as offline: it signed out while this gateway was not subscribed.
+    Offline,
+}
+
+/// Deliver the current presence of `users` to their watchers (after a reconnect:
+/// changes published while this gateway was not subscribed were missed). Returns the
+/// users without a record when `missing` is [`Missing::Recheck`]; `Err` if Redis failed.
+async fn reread(inner: &Inner, users: Vec<Email>, missing: Missing) -> Result<Vec<Email>, ()> {
+    let mut absent = Vec::new();
     for chunk in users.chunks(READ_BATCH) {
         let keys: Vec<String> = chunk.iter().map(|u| inner.keys.presence(u)).collect();
         let mut conn = inner.conn.clone();
-        let Ok(values) = inner
+        let values = inner
             .run(
                 "presence resync",
                 ::redis::cmd("MGET")
@@ -226,11 +285,13 @@ async fn reread_watched(inner: &Inner) {
                     .query_async::<Vec<Option<Vec<u8>>>>(&mut conn),
             )
             .await
-        else {
-            return;
-        };
+            .map_err(drop)?;
         for (user, value) in chunk.iter().zip(values) {
             let presence = value.as_deref().and_then(parse_record).map(Arc::new);
+            if presence.is_none() && missing == Missing::Recheck {
+                absent.push(user.clone());
+                continue;
+            }
             let sinks = inner.state().fanout.watcher_sinks(user);
             crate::fanout::deliver(
                 &sinks,
@@ -243,6 +304,9 @@ async fn reread_watched(inner: &Inner) {
     }
     tracing::info!(
         users = users.len(),
+        absent = absent.len(),
+        ?missing,
         "Re-read watched presence after reconnecting"
     );
+    Ok(absent)
 }
