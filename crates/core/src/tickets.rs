@@ -36,10 +36,76 @@ pub struct SbGrant {
     pub answer: bool,
 }
 
+/// What a Passport token is good for: the services WLM-era clients ask the token service
+/// (`RST.srf`) for, by the address they name. Each kind is its own JWT audience, so a token
+/// issued for the storage service does not sign anyone in to the NS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// `messengerclear.live.com`: the NS sign-in ticket of `USR SSO`, with a binary secret.
+    Messenger,
+    /// `messenger.msn.com` and Passport 1.4 (`login2.srf`): `USR TWN`, RSI, the profile's
+    /// `MSPAuth`.
+    Web,
+    /// `contacts.msn.com`: ABService and SharingService.
+    Contacts,
+    /// `storage.msn.com`: the storage service and display pictures.
+    Storage,
+    /// `messengersecure.live.com`: sending offline messages.
+    Oim,
+    /// Anything else a client asks for (`spaces.live.com`, `sup.live.com`, …): issued so
+    /// the client is content, accepted by nothing.
+    Other,
+}
+
+impl Service {
+    /// The service a token-service request names by its `AppliesTo` address.
+    pub fn for_address(address: &str) -> Service {
+        match address.trim().to_ascii_lowercase().as_str() {
+            "messengerclear.live.com" => Service::Messenger,
+            "messenger.msn.com" => Service::Web,
+            "contacts.msn.com" => Service::Contacts,
+            "storage.msn.com" => Service::Storage,
+            "messengersecure.live.com" => Service::Oim,
+            _ => Service::Other,
+        }
+    }
+
+    /// The JWT audience. `Web` keeps the audience Passport 1.4 tickets always had.
+    fn audience(self) -> &'static str {
+        match self {
+            Service::Messenger => "butterfly-msgr",
+            Service::Web => AUD_PASSPORT,
+            Service::Contacts => "butterfly-ab",
+            Service::Storage => "butterfly-storage",
+            Service::Oim => "butterfly-oim",
+            Service::Other => "butterfly-other",
+        }
+    }
+}
+
 /// The ticket port.
 pub trait Tickets: Send + Sync + 'static {
-    fn issue_passport(&self, user: UserId, email: &Email) -> String;
-    fn verify_passport(&self, token: &str) -> Result<PassportClaims, TicketError>;
+    /// A Passport 1.4 ticket (`login2.srf`): [`Service::Web`].
+    fn issue_passport(&self, user: UserId, email: &Email) -> String {
+        self.issue_service(user, email, Service::Web)
+    }
+    /// Check a ticket presented to the NS: [`Service::Web`] or [`Service::Messenger`]
+    /// (WLM 8 sends either in `USR TWN S`).
+    fn verify_passport(&self, token: &str) -> Result<PassportClaims, TicketError> {
+        self.verify_service(token, &[Service::Web, Service::Messenger])
+    }
+    /// A token for one service, as the token service issues them.
+    fn issue_service(&self, user: UserId, email: &Email, service: Service) -> String;
+    /// Check a token issued for one of `accepted`.
+    fn verify_service(
+        &self,
+        token: &str,
+        accepted: &[Service],
+    ) -> Result<PassportClaims, TicketError>;
+    /// The binary secret (24 bytes) that goes with `token`: the key of the `USR SSO` MBI
+    /// proof. Derived from the token with the server's key, so Passport hands it out and
+    /// the NS recomputes it without sharing any state.
+    fn binary_secret(&self, token: &str) -> [u8; 24];
     /// A short-lived switchboard cookie for `user`, good only at the shard that advertises
     /// `shard` (its `host:port`).
     fn issue_sb(&self, user: &Email, grant: SbGrant, shard: &str) -> String;
@@ -106,10 +172,10 @@ impl JwtTickets {
     fn decode<T: for<'de> Deserialize<'de>>(
         &self,
         token: &str,
-        aud: &str,
+        audiences: &[&str],
     ) -> Result<T, TicketError> {
         let mut v = Validation::new(Algorithm::HS256);
-        v.set_audience(&[aud]);
+        v.set_audience(audiences);
         v.leeway = 0;
         jsonwebtoken::decode::<T>(token, &self.decoding, &v)
             .map(|d| d.claims)
@@ -129,17 +195,36 @@ fn expiry(ttl: Duration) -> u64 {
 }
 
 impl Tickets for JwtTickets {
-    fn issue_passport(&self, user: UserId, email: &Email) -> String {
+    fn issue_service(&self, user: UserId, email: &Email, service: Service) -> String {
         self.encode(&PassportClaims {
             sub: email.clone(),
             uid: user.0,
-            aud: AUD_PASSPORT.into(),
+            aud: service.audience().into(),
             exp: expiry(self.passport_ttl),
         })
     }
 
-    fn verify_passport(&self, token: &str) -> Result<PassportClaims, TicketError> {
-        self.decode(token, AUD_PASSPORT)
+    fn verify_service(
+        &self,
+        token: &str,
+        accepted: &[Service],
+    ) -> Result<PassportClaims, TicketError> {
+        if accepted.is_empty() {
+            return Err(TicketError::Invalid);
+        }
+        let audiences: Vec<&str> = accepted.iter().map(|s| s.audience()).collect();
+        self.decode(token, &audiences)
+    }
+
+    fn binary_secret(&self, token: &str) -> [u8; 24] {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
+            .expect("HMAC takes any key length");
+        mac.update(b"mbi\0");
+        mac.update(token.as_bytes());
+        let mut secret = [0u8; 24];
+        secret.copy_from_slice(&mac.finalize().into_bytes()[..24]);
+        secret
     }
 
     fn issue_sb(&self, user: &Email, grant: SbGrant, shard: &str) -> String {
@@ -242,6 +327,56 @@ mod tests {
             expired.verify_sb(&past, &alice, SHARD),
             Err(TicketError::Expired)
         );
+    }
+
+    #[test]
+    fn service_tokens_are_good_only_for_their_services() {
+        let t = JwtTickets::new("k1", b"0123456789abcdef0123456789abcdef");
+        let email = Email::parse("a@b.com").unwrap();
+        let msgr = t.issue_service(UserId(7), &email, Service::Messenger);
+        let ab = t.issue_service(UserId(7), &email, Service::Contacts);
+        // The NS takes the messenger and the web ticket, nothing else.
+        assert_eq!(t.verify_passport(&msgr).unwrap().uid, 7);
+        assert_eq!(t.verify_passport(&ab), Err(TicketError::Invalid));
+        assert_eq!(
+            t.verify_service(&ab, &[Service::Contacts]).unwrap().sub,
+            email
+        );
+        assert_eq!(
+            t.verify_service(&msgr, &[Service::Contacts, Service::Storage]),
+            Err(TicketError::Invalid)
+        );
+        assert_eq!(t.verify_service(&ab, &[]), Err(TicketError::Invalid));
+        let other = t.issue_service(UserId(7), &email, Service::Other);
+        for s in [
+            Service::Messenger,
+            Service::Web,
+            Service::Contacts,
+            Service::Storage,
+            Service::Oim,
+        ] {
+            assert_eq!(t.verify_service(&other, &[s]), Err(TicketError::Invalid));
+        }
+        assert_eq!(
+            Service::for_address(" MessengerClear.Live.com"),
+            Service::Messenger
+        );
+        assert_eq!(
+            Service::for_address("http://Passport.NET/tb"),
+            Service::Other
+        );
+    }
+
+    #[test]
+    fn the_binary_secret_follows_the_token_and_the_key() {
+        let t = JwtTickets::new("k1", b"0123456789abcdef0123456789abcdef");
+        let email = Email::parse("a@b.com").unwrap();
+        let one = t.issue_service(UserId(7), &email, Service::Messenger);
+        let two = t.issue_service(UserId(8), &email, Service::Messenger);
+        assert_eq!(t.binary_secret(&one), t.binary_secret(&one));
+        assert_ne!(t.binary_secret(&one), t.binary_secret(&two));
+        let other = JwtTickets::new("k1", b"another key another key another!");
+        assert_ne!(t.binary_secret(&one), other.binary_secret(&one));
     }
 
     #[test]
