@@ -112,12 +112,16 @@ async fn ticket_for_another_user_is_refused() {
 #[tokio::test]
 async fn version_negotiation() {
     let cluster = TestCluster::start().await;
+    // Dialects past MSNP18 (WLM 2011's MSNP19, MSNP21) are not spoken.
     let mut c = cluster.connect(12).await;
-    c.cmd("VER", "MSNP15 MSNP14 MSNP13 CVR0").await;
+    c.cmd("VER", "MSNP21 MSNP19 CVR0").await;
     assert_eq!(c.closed_lines().await, ["VER 1 0"]);
-    let mut c = cluster.connect(12).await;
-    c.cmd("VER", "MSNP13 MSNP12 MSNP11 CVR0").await;
-    assert_eq!(c.next_line().await, "VER 1 MSNP12 CVR0");
+    let mut c = cluster.connect(15).await;
+    c.cmd("VER", "MSNP15 MSNP14 MSNP13 CVR0").await;
+    assert_eq!(c.next_line().await, "VER 1 MSNP15 CVR0");
+    let mut c = cluster.connect(18).await;
+    c.cmd("VER", "MSNP18 MSNP17 MSNP16 CVR0").await;
+    assert_eq!(c.next_line().await, "VER 1 MSNP18 CVR0");
 }
 
 #[tokio::test]

@@ -231,6 +231,18 @@ pub fn new_challenge() -> String {
 // ---------------------------------------------------------------------------------------------
 // SSO MBI blob (MSNP15+)
 
+/// The SSO policy the server names in `USR SSO S` (LOGIN.md §3).
+pub const SSO_POLICY: &str = "MBI_KEY_OLD";
+
+/// A fresh SSO nonce for `USR SSO S`: 48 random bytes, base64 (64 characters). The client
+/// encrypts it, as text, into its MBI blob.
+#[must_use]
+pub fn new_sso_nonce() -> String {
+    let mut bytes = [0u8; 48];
+    rand::thread_rng().fill(&mut bytes[..]);
+    STANDARD.encode(bytes)
+}
+
 const MAGIC_HASH: &[u8] = b"WS-SecureConversationSESSION KEY HASH";
 const MAGIC_ENCRYPTION: &[u8] = b"WS-SecureConversationSESSION KEY ENCRYPTION";
 

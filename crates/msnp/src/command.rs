@@ -157,6 +157,21 @@ pub enum NsCommand {
         tr: TrId,
         file: String,
     },
+    /// `ADL tr len` + `<ml>` document (MSNP13+): add contacts to lists.
+    Adl {
+        tr: TrId,
+        payload: Bytes,
+    },
+    /// `RML tr len` + `<ml>` document (MSNP13+): remove contacts from lists.
+    Rml {
+        tr: TrId,
+        payload: Bytes,
+    },
+    /// `FQY tr len` + `<ml>` document (MSNP14+): which network is this address on?
+    Fqy {
+        tr: TrId,
+        payload: Bytes,
+    },
     Url {
         tr: TrId,
         kind: String,
@@ -285,6 +300,20 @@ fn opt(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
 }
 
+/// `{8-4-4-4-12}` hex, with or without braces: a machine GUID (MSNP16+).
+pub fn is_guid(s: &str) -> bool {
+    let inner = s
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(s);
+    let groups: Vec<&str> = inner.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 impl NsCommand {
     pub fn parse(frame: &Frame) -> Result<NsCommand, ParseError> {
         let mut a = Args::new(frame);
@@ -320,11 +349,26 @@ impl NsCommand {
                     ("SSO", "I") => UsrAuth::SsoInitial {
                         email: a.req()?.to_owned(),
                     },
-                    ("SSO", "S") => UsrAuth::SsoResponse {
-                        ticket: a.req()?.to_owned(),
-                        blob: opt(a.next()),
-                        machine_guid: opt(a.next()),
-                    },
+                    ("SSO", "S") => {
+                        // `ticket [blob] [guid]`: clients patched to skip the key service
+                        // send no blob, so the GUID is told apart by its shape, not place.
+                        let ticket = a.req()?.to_owned();
+                        let (mut blob, mut machine_guid) = (None, None);
+                        for arg in a.rest() {
+                            if is_guid(&arg) && machine_guid.is_none() {
+                                machine_guid = Some(arg);
+                            } else if blob.is_none() && machine_guid.is_none() {
+                                blob = Some(arg);
+                            } else {
+                                return Err(a.err(ErrorCode::Syntax));
+                            }
+                        }
+                        UsrAuth::SsoResponse {
+                            ticket,
+                            blob,
+                            machine_guid,
+                        }
+                    }
                     (p, "I" | "S") => UsrAuth::Other {
                         package: p.to_owned(),
                     },
@@ -463,12 +507,22 @@ impl NsCommand {
                 };
                 NsCommand::Ims { tr, on }
             }
-            b"SND" | b"FND" | b"SDC" | b"PAG" | b"UUN" | b"UUM" | b"ADL" | b"RML" | b"FQY" => {
-                NsCommand::Disabled {
-                    tr: a.tr()?,
-                    verb: frame.verb.to_string(),
-                }
-            }
+            b"ADL" => NsCommand::Adl {
+                tr: a.tr()?,
+                payload: a.payload()?,
+            },
+            b"RML" => NsCommand::Rml {
+                tr: a.tr()?,
+                payload: a.payload()?,
+            },
+            b"FQY" => NsCommand::Fqy {
+                tr: a.tr()?,
+                payload: a.payload()?,
+            },
+            b"SND" | b"FND" | b"SDC" | b"PAG" | b"UUN" | b"UUM" => NsCommand::Disabled {
+                tr: a.tr()?,
+                verb: frame.verb.to_string(),
+            },
             _ => NsCommand::Unknown {
                 tr: frame.tr_id(),
                 verb: frame.verb.to_string(),
@@ -524,6 +578,51 @@ mod tests {
         let mut it = line.split(' ');
         let v = it.next().unwrap().as_bytes();
         Frame::new(&[v[0], v[1], v[2]]).args(it)
+    }
+
+    #[test]
+    fn sso_response_tells_the_machine_guid_by_its_shape() {
+        let sso = |line: &str| match NsCommand::parse(&f(line)) {
+            Ok(NsCommand::Usr {
+                auth:
+                    UsrAuth::SsoResponse {
+                        ticket,
+                        blob,
+                        machine_guid,
+                    },
+                ..
+            }) => Ok((ticket, blob, machine_guid)),
+            other => Err(format!("{other:?}")),
+        };
+        let guid = "{F52973B6-C926-4BAD-9BA8-7C1E840E4AB0}";
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            sso("USR 4 SSO S t=x&p= HAAAblob"),
+            Ok(("t=x&p=".into(), s("HAAAblob"), None))
+        );
+        assert_eq!(
+            sso(&format!("USR 4 SSO S t=x&p= HAAAblob {guid}")),
+            Ok(("t=x&p=".into(), s("HAAAblob"), s(guid)))
+        );
+        // No blob (patched clients), with or without braces.
+        assert_eq!(
+            sso(&format!("USR 4 SSO S t=x&p= {guid}")),
+            Ok(("t=x&p=".into(), None, s(guid)))
+        );
+        assert_eq!(
+            sso("USR 4 SSO S t=x f52973b6-c926-4bad-9ba8-7c1e840e4ab0"),
+            Ok((
+                "t=x".into(),
+                None,
+                s("f52973b6-c926-4bad-9ba8-7c1e840e4ab0")
+            ))
+        );
+        assert_eq!(sso("USR 4 SSO S t=x"), Ok(("t=x".into(), None, None)));
+        // A blob after the GUID, or two blobs: not a form any client sends.
+        assert!(sso(&format!("USR 4 SSO S t=x {guid} blob")).is_err());
+        assert!(sso("USR 4 SSO S t=x blob1 blob2").is_err());
+        assert!(!is_guid("{F52973B6-C926-4BAD-9BA8-7C1E840E4AB}"));
+        assert!(!is_guid("F52973B6C9264BAD9BA87C1E840E4AB0"));
     }
 
     #[test]

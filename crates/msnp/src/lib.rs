@@ -5,6 +5,7 @@
 //! - [`command`]: typed client commands; [`reply`]: typed server lines, formatted per dialect.
 //! - [`dialect`]: the MSNP2–MSNP18 version table and what changes between versions.
 //! - [`auth`]: MD5 login hash, CHL/QRY challenge algorithms, the SSO MBI blob.
+//! - [`ml`]: the `<ml>` contact documents of ADL/RML/FQY (MSNP13+).
 //! - [`error`]: MSNP numeric error codes.
 
 pub mod auth;
@@ -13,5 +14,6 @@ pub mod command;
 pub mod dialect;
 pub mod error;
 pub mod frame;
+pub mod ml;
 pub mod reply;
 pub mod text;

@@ -220,7 +220,8 @@ pub fn lst(dialect: u8, e: &LstEntry<'_>) -> Frame {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile<'a> {
     pub login_time: u64,
-    pub member_id: i64,
+    /// The account's PUID, written as its high and low 32-bit halves.
+    pub puid: u64,
     pub ticket: &'a str,
     pub client_ip: &'a str,
     pub client_port: u16,
@@ -228,13 +229,21 @@ pub struct Profile<'a> {
 
 pub fn profile(dialect: u8, p: &Profile<'_>) -> Frame {
     let mut body = format!(
-        "MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile; charset=UTF-8\r\nLoginTime: {}\r\nEmailEnabled: 0\r\nMemberIdHigh: 0\r\nMemberIdLow: {}\r\nlang_preference: 1033\r\npreferredEmail: \r\ncountry: \r\nPostalCode: \r\nGender: \r\nKid: 0\r\nAge: \r\nBDayPre: \r\nBirthday: \r\nWallet: \r\nFlags: 536872513\r\nsid: 507\r\n",
-        p.login_time, p.member_id
+        "MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile; charset=UTF-8\r\nLoginTime: {}\r\nEmailEnabled: 0\r\nMemberIdHigh: {}\r\nMemberIdLow: {}\r\nlang_preference: 1033\r\npreferredEmail: \r\ncountry: \r\nPostalCode: \r\nGender: \r\nKid: 0\r\nAge: \r\nBDayPre: \r\nBirthday: \r\nWallet: \r\nFlags: 536872513\r\nsid: 507\r\n",
+        p.login_time,
+        p.puid >> 32,
+        p.puid & 0xffff_ffff
     );
     if dialect >= 8 {
+        // MSNP13+ clients expect the cookie form of the ticket, as RST hands it out.
+        let ticket = if dialect >= 13 {
+            format!("t={}&p=", p.ticket)
+        } else {
+            p.ticket.to_owned()
+        };
         body.push_str(&format!(
-            "MSPAuth: {}\r\nClientIP: {}\r\nClientPort: {}\r\n",
-            p.ticket, p.client_ip, p.client_port
+            "MSPAuth: {ticket}\r\nClientIP: {}\r\nClientPort: {}\r\n",
+            p.client_ip, p.client_port
         ));
     }
     if dialect >= 10 {
@@ -244,6 +253,32 @@ pub fn profile(dialect: u8, p: &Profile<'_>) -> Frame {
         body.push_str("MPOPEnabled: 0\r\n");
     }
     body.push_str("\r\n");
+    Frame::new(b"MSG")
+        .arg("Hotmail")
+        .arg("Hotmail")
+        .payload(body.into_bytes())
+}
+
+/// `GCF 0` (MSNP13+): the policies pushed before `USR … S` — an empty shields policy, the
+/// address-book timers (how often the client polls for changes), and P2P defaults.
+pub fn gcf_policies() -> Frame {
+    let body = "<Policies><Policy type=\"SHIELDS\"><config><shield><cli maj=\"7\" min=\"0\" minbld=\"0\" maxbld=\"9999\" deny=\" \" /></shield><block></block></config></Policy><Policy type=\"ABCH\"><policy><set id=\"push\" service=\"ABCH\" priority=\"200\"><r id=\"pushstorage\" threshold=\"180000\" /></set><set id=\"delaysup\" service=\"ABCH\" priority=\"150\"><r id=\"whatsnew\" threshold=\"1800000\" /><r id=\"whatsnew_storage_ABCH_delay\" timer=\"1800000\" /><r id=\"whatsnewt_link\" threshold=\"900000\" trigger=\"QueryActivities\" /></set><c id=\"PROFILE_Rampup\">100</c></policy></Policy><Policy type=\"P2P\"><ObjStr SndDly=\"1\" /></Policy></Policies>";
+    Frame::new(b"GCF").arg(0).payload(body.as_bytes().to_vec())
+}
+
+/// `ADL 0` / `RML 0` (MSNP13+): the server telling a client that someone put it on (or
+/// took it off) their contact list; `document` is an [`crate::ml::build`] document.
+pub fn ml_push(verb: &[u8; 3], document: Vec<u8>) -> Frame {
+    Frame::new(verb).arg(0).payload(document)
+}
+
+/// The mail-data message MSNP13+ clients get after their first `CHG`: the offline-message
+/// summary (`<MD>`), here with no messages waiting. `entries` are the `<M>…</M>` elements of
+/// the waiting messages, already formatted.
+pub fn initial_mail_data(entries: &str) -> Frame {
+    let body = format!(
+        "MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinitialmdatanotification; charset=UTF-8\r\n\r\nMail-Data: <MD><E><I>0</I><IU>0</IU><O>0</O><OU>0</OU></E><Q><QTM>409600</QTM><QNM>204800</QNM></Q>{entries}</MD>\r\n\r\n"
+    );
     Frame::new(b"MSG")
         .arg("Hotmail")
         .arg("Hotmail")
@@ -290,6 +325,12 @@ mod tests {
             "NLN NLN 1:a@x.com A%20B 1342177312:48 %3Co%2F%3E\r\n"
         );
         assert_eq!(line(&offline(12, "a@x.com")), "FLN a@x.com\r\n");
+    }
+
+    #[test]
+    fn mail_data_without_messages_matches_the_documented_bytes() {
+        let f = initial_mail_data("");
+        assert_eq!(f.payload.as_ref().map(|p| p.len()), Some(197));
     }
 
     #[test]

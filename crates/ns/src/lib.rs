@@ -46,7 +46,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            dialects: 2..=12,
+            dialects: 2..=18,
             limits: Limits::NS,
             login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),

@@ -21,6 +21,7 @@ use msnp::command::{NsCommand, TrId, UsrAuth};
 use msnp::dialect::{self, AuthKind};
 use msnp::error::ErrorCode;
 use msnp::frame::Frame;
+use msnp::ml::{self, MlKind};
 use msnp::{reply, text};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -120,6 +121,12 @@ enum Auth {
     /// `USR TWN I` answered; the ticket must name this user.
     Twn {
         email: Email,
+    },
+    /// `USR SSO I` answered with `nonce`; the MBI blob must encrypt it with the ticket's
+    /// binary secret.
+    Sso {
+        email: Email,
+        nonce: String,
     },
 }
 
@@ -379,6 +386,26 @@ impl Session {
                 self.usr(tr, auth).await
             }
             _ if !online => self.not_expected(frame.tr_id()),
+            // MSNP13+ keeps lists in the address-book service: the SYN-era list commands
+            // are gone (WLM never sends them).
+            NsCommand::Syn { tr, .. }
+            | NsCommand::Add { tr, .. }
+            | NsCommand::Adc { tr, .. }
+            | NsCommand::Rem { tr, .. }
+            | NsCommand::Adg { tr, .. }
+            | NsCommand::Rmg { tr, .. }
+            | NsCommand::Reg { tr, .. }
+            | NsCommand::Rea { tr, .. }
+            | NsCommand::Sbp { tr, .. }
+            | NsCommand::Gtc { tr, .. }
+                if self.dialect() >= 13 =>
+            {
+                self.error(ErrorCode::CommandDisabled, Some(tr));
+                Ok(())
+            }
+            NsCommand::Adl { tr, payload } => self.ml_edit(tr, &payload, true).await,
+            NsCommand::Rml { tr, payload } => self.ml_edit(tr, &payload, false).await,
+            NsCommand::Fqy { tr, payload } => self.fqy(tr, &payload).await,
             NsCommand::Syn { tr, .. } => {
                 let roster = self.deps.store.roster(self.me().id).await;
                 match roster {
@@ -597,6 +624,12 @@ impl Session {
             NsCommand::Blp { tr, setting } => {
                 let p = Privacy::parse(&setting);
                 let unchanged = p == Some(self.me().roster.privacy);
+                // MSNP13+ clients send BLP at every sign-in: the setting in force is
+                // simply confirmed.
+                if unchanged && self.dialect() >= 13 {
+                    self.send(Frame::new(b"BLP").arg(tr).arg(&setting));
+                    return Ok(());
+                }
                 self.setting(tr, b"BLP", &setting, p.map(ListOp::SetPrivacy), unchanged)
                     .await
             }
@@ -615,6 +648,12 @@ impl Session {
             NsCommand::Uux { tr, payload } => {
                 if self.dialect() < 11 {
                     return self.not_expected(Some(tr));
+                }
+                // MSNP16+ also sends `<EndpointData>` and `<PrivateEndpointData>` documents
+                // (this machine's capabilities and name): not the personal message.
+                if !is_data_document(&payload) {
+                    self.send(Frame::new(b"UUX").arg(tr).arg(0));
+                    return Ok(());
                 }
                 let me = self.me_mut();
                 me.personal = Some(payload.clone());
@@ -776,9 +815,59 @@ impl Session {
                     "lc=1033,id=507,tw=40,fs=1,ru=http%3A%2F%2Fmessenger%2Emsn%2Ecom,ct={ct},kpp=1,kv=5,ver=2.1.0173.1,tpf={:032x}",
                     rand::random::<u128>()
                 );
+                if self.dialect() >= 13 {
+                    self.send(reply::gcf_policies());
+                }
                 self.send(Frame::new(b"USR").arg(tr).arg("TWN").arg("S").arg(policy));
                 self.auth = Auth::Twn { email };
                 Ok(())
+            }
+            (AuthKind::Sso, UsrAuth::SsoInitial { email }, _) => {
+                let Ok(email) = Email::parse(&email) else {
+                    return self.auth_failed(tr);
+                };
+                let nonce = msnp::auth::new_sso_nonce();
+                self.send(reply::gcf_policies());
+                self.send(
+                    Frame::new(b"USR")
+                        .arg(tr)
+                        .arg("SSO")
+                        .arg("S")
+                        .arg(msnp::auth::SSO_POLICY)
+                        .arg(&nonce),
+                );
+                self.auth = Auth::Sso { email, nonce };
+                Ok(())
+            }
+            (
+                AuthKind::Sso,
+                UsrAuth::SsoResponse {
+                    ticket,
+                    blob,
+                    machine_guid,
+                },
+                Auth::Sso { email, nonce },
+            ) => {
+                let token = passport_token(&ticket);
+                let claims = match self.deps.tickets.verify_passport(token) {
+                    Ok(c) if c.sub == email => c,
+                    _ => return self.auth_failed(tr),
+                };
+                // The blob proves the client holds the binary secret Passport handed out
+                // with this ticket, so a ticket alone (seen on the wire) is not enough.
+                let secret = self.deps.tickets.binary_secret(token);
+                let proven = blob
+                    .as_deref()
+                    .is_some_and(|b| msnp::auth::verify_mbi_blob(&secret, &nonce, b).is_ok());
+                // MSNP16+ names the machine (several may be signed in at once).
+                if !proven || (self.dialect() >= 16 && machine_guid.is_none()) {
+                    return self.auth_failed(tr);
+                }
+                match self.deps.store.account_by_id(UserId(claims.uid)).await {
+                    Ok(Some(a)) if a.email == email => self.signed_in(tr, a).await,
+                    Ok(_) => self.auth_failed(tr),
+                    Err(e) => self.storage_down(tr, e),
+                }
             }
             (AuthKind::Twn, UsrAuth::TwnResponse { ticket }, Auth::Twn { email }) => {
                 let token = passport_token(&ticket);
@@ -877,12 +966,16 @@ impl Session {
                 d,
                 &reply::Profile {
                     login_time,
-                    member_id: account.id.0,
+                    puid: butterfly_core::ids::puid(account.id),
                     ticket: &ticket,
                     client_ip: &ip,
                     client_port: peer.map_or(0, |p| p.port()),
                 },
             ));
+        }
+        if d >= 16 {
+            // The own-UBX WLM 2009 waits for: no personal message yet.
+            self.send(reply::ubx(d, account.email.as_str(), Bytes::new()));
         }
         info!(dialect = d, "Signed in");
         metrics::inc(&metrics::global().ns_logins_total);
@@ -939,6 +1032,10 @@ impl Session {
         });
         if first {
             self.initial_presence(tr).await;
+            if d >= 13 {
+                // Offline messages are not stored yet (issue 4's OIM service): none wait.
+                self.send(reply::initial_mail_data(""));
+            }
             if dialect::has_challenges(d) {
                 return self.challenge();
             }
@@ -1056,6 +1153,17 @@ impl Session {
                     let version = r.version;
                     self.me_mut().roster = r;
                     let d = self.dialect();
+                    if d >= 13 {
+                        let doc = ml::build(&[ml::PushContact {
+                            email: from.as_str(),
+                            lists: List::Reverse.bit(),
+                            network: 1,
+                            friendly_name: added.then_some(friendly_name.as_str()),
+                        }]);
+                        let verb = if *added { b"ADL" } else { b"RML" };
+                        self.send(reply::ml_push(verb, doc));
+                        return Ok(());
+                    }
                     let f = match (*added, dialect::uses_guids(d)) {
                         (true, false) => Frame::new(b"ADD")
                             .arg(0)
@@ -1111,11 +1219,13 @@ impl Session {
             self.error(ErrorCode::InvalidParameter, Some(tr));
             return Ok(());
         }
+        // Hidden users may chat from MSNP13 on; before, as offline, they may not.
+        let d = self.dialect();
         if self
             .me()
             .presence
             .as_ref()
-            .is_none_or(|p| p.status == Status::Hidden)
+            .is_none_or(|p| p.status == Status::Hidden && d < 13)
         {
             self.error(ErrorCode::NotAllowedWhenOffline, Some(tr));
             return Ok(());
@@ -1202,19 +1312,31 @@ impl Session {
     /// Apply a list edit; on refusal the error reply is sent and `None` returned. The
     /// edit is durable before anyone (client or contact) is told.
     async fn edit(&mut self, tr: TrId, op: ListOp) -> Result<Option<EditOutcome>, Close> {
-        let owner = self.me().id;
-        let out = match self.deps.store.edit(owner, op).await {
-            Ok(Ok(out)) => out,
+        match self.apply_edit(op).await {
+            Ok(Ok(out)) => Ok(Some(out)),
             Ok(Err(e)) => {
                 let code = list_error_code(e, self.dialect());
                 self.error(code, Some(tr));
-                return Ok(None);
+                Ok(None)
             }
             Err(e) => {
                 warn!(error = %e, "List edit failed");
                 self.error(ErrorCode::DatabaseError, Some(tr));
-                return Ok(None);
+                Ok(None)
             }
+        }
+    }
+
+    /// Apply a list edit and tell whoever it concerns; the refusal, if any, is the
+    /// caller's to answer.
+    async fn apply_edit(
+        &mut self,
+        op: ListOp,
+    ) -> Result<Result<EditOutcome, ListError>, StoreError> {
+        let owner = self.me().id;
+        let out = match self.deps.store.edit(owner, op).await? {
+            Ok(out) => out,
+            Err(e) => return Ok(Err(e)),
         };
         if let Ok(r) = self.deps.store.roster(owner).await {
             self.me_mut().roster = r;
@@ -1253,7 +1375,142 @@ impl Session {
                 )
                 .await;
         }
-        Ok(Some(out))
+        Ok(Ok(out))
+    }
+
+    /// `ADL`/`RML` (MSNP13+). The initial load after sign-in only names what the address
+    /// book already holds, so it is checked, not applied. A later one applies each list
+    /// bit, idempotently: clients mirror every address-book edit with an ADL or RML, so
+    /// "already done" is success. Garbage closes the connection (240/241/204).
+    async fn ml_edit(&mut self, tr: TrId, payload: &[u8], add: bool) -> Flow {
+        let verb: &[u8; 3] = if add { b"ADL" } else { b"RML" };
+        let doc = match ml::parse(payload, MlKind::Lists) {
+            Ok(doc) => doc,
+            Err(e) => {
+                debug!(error = %e, "Refused a contact document");
+                self.error(e.code(), Some(tr));
+                return Err(Close::Refused);
+            }
+        };
+        if !(add && doc.initial) {
+            for c in &doc.contacts {
+                let target = match (c.network.unwrap_or(1), Email::parse(&c.email)) {
+                    (1, Ok(target)) => target,
+                    // Other networks (Yahoo, phones) are not served here.
+                    _ => {
+                        self.error(ErrorCode::InvalidUsername, Some(tr));
+                        return Ok(());
+                    }
+                };
+                for list in [List::Forward, List::Allow, List::Block] {
+                    if c.lists & list.bit() == 0 {
+                        continue;
+                    }
+                    if let Err(code) = self.ml_apply(list, &target, add).await {
+                        self.error(code, Some(tr));
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.send(Frame::new(verb).arg(tr).arg("OK"));
+        Ok(())
+    }
+
+    /// One list bit of an ADL/RML.
+    async fn ml_apply(&mut self, list: List, target: &Email, add: bool) -> Result<(), ErrorCode> {
+        let contact = ContactRef::Email(target.clone());
+        let op = if add {
+            ListOp::Add {
+                list,
+                target: contact.clone(),
+                group: None,
+            }
+        } else {
+            ListOp::Remove {
+                list,
+                target: contact.clone(),
+                group: None,
+            }
+        };
+        let result = match self.apply_edit(op).await {
+            // Allowing someone who is blocked (or the reverse) moves them.
+            Ok(Err(ListError::InOppositeList)) if add => {
+                let opposite = if list == List::Allow {
+                    List::Block
+                } else {
+                    List::Allow
+                };
+                let remove = ListOp::Remove {
+                    list: opposite,
+                    target: contact.clone(),
+                    group: None,
+                };
+                match self.apply_edit(remove).await {
+                    Ok(Ok(_)) => {
+                        self.apply_edit(ListOp::Add {
+                            list,
+                            target: contact,
+                            group: None,
+                        })
+                        .await
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        match result {
+            Ok(Ok(_)) | Ok(Err(ListError::AlreadyOnList | ListError::NotOnList)) => {}
+            Ok(Err(e)) => return Err(list_error_code(e, self.dialect())),
+            Err(e) => {
+                warn!(error = %e, "List edit failed");
+                return Err(ErrorCode::DatabaseError);
+            }
+        }
+        if list == List::Forward {
+            if add {
+                self.watch_contact(target).await;
+            } else {
+                self.unwatch_contact(target).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `FQY` (MSNP14+): is this address on the Messenger network? Here: is it an account.
+    async fn fqy(&mut self, tr: TrId, payload: &[u8]) -> Flow {
+        let doc = match ml::parse(payload, MlKind::Query) {
+            Ok(doc) => doc,
+            Err(e) => {
+                self.error(e.code(), Some(tr));
+                return Err(Close::Refused);
+            }
+        };
+        let asked = &doc.contacts[0].email;
+        let exists = match Email::parse(asked) {
+            Ok(email) => match self.deps.store.account_by_email(&email).await {
+                Ok(a) => a.is_some(),
+                Err(e) => {
+                    warn!(error = %e, "Account lookup failed");
+                    self.error(ErrorCode::DatabaseError, Some(tr));
+                    return Ok(());
+                }
+            },
+            Err(_) => false,
+        };
+        if !exists {
+            self.error(ErrorCode::InvalidUsername, Some(tr));
+            return Ok(());
+        }
+        let answer = ml::build(&[ml::PushContact {
+            email: asked,
+            lists: 0,
+            network: 1,
+            friendly_name: None,
+        }]);
+        self.send(Frame::new(b"FQY").arg(tr).payload(answer));
+        Ok(())
     }
 
     /// After an FL add: start watching and show the contact if visible.
@@ -1482,6 +1739,18 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Whether a UUX document is the `<Data>` one (personal message, media), as opposed to
+/// MSNP16+'s per-machine `<EndpointData>`/`<PrivateEndpointData>`.
+fn is_data_document(payload: &[u8]) -> bool {
+    let start = payload
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(payload.len());
+    let rest = &payload[start..];
+    rest.strip_prefix(b"<Data")
+        .is_some_and(|r| matches!(r.first(), Some(b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n')))
 }
 
 /// `t=…&p=…` → the `t` value (our JWT); a bare token is accepted as is.

@@ -20,6 +20,10 @@ pub struct Client {
     pub email: String,
     /// How long one read may wait (tests on virtual time raise it).
     pub timeout: std::time::Duration,
+    /// MSNP13+: the tokens the token service issued at sign-in (for the SOAP services).
+    pub tokens: Vec<crate::rst::Token>,
+    /// MSNP16+: the machine GUID sent at sign-in.
+    pub machine_guid: String,
 }
 
 /// Build a frame from a line like `"ADD {tr} FL bob@x.com Bob"` (no payload).
@@ -41,6 +45,15 @@ impl Client {
             dialect,
             email: String::new(),
             timeout: TIMEOUT,
+            tokens: Vec::new(),
+            machine_guid: format!(
+                "{{{:08X}-{:04X}-{:04X}-{:04X}-{:012X}}}",
+                rand::random::<u32>(),
+                rand::random::<u16>(),
+                rand::random::<u16>(),
+                rand::random::<u16>(),
+                rand::random::<u64>() & 0xffff_ffff_ffff
+            ),
         }
     }
 
@@ -171,6 +184,9 @@ impl Client {
     pub async fn login(&mut self, http: SocketAddr, email: &str, password: &str) {
         self.email = email.to_owned();
         let d = self.dialect;
+        if d >= 13 {
+            return self.wlm_login(http, email, password).await;
+        }
         let tr = self.cmd("VER", &format!("MSNP{d} CVR0")).await;
         assert_eq!(self.next_line().await, format!("VER {tr} MSNP{d} CVR0"));
         if d >= 8 {
@@ -220,6 +236,102 @@ impl Client {
                 .into_owned();
             assert!(body.contains("text/x-msmsgsprofile"), "{body}");
         }
+    }
+
+    /// Windows Live Messenger's sign-in: tokens from the token service (RST for WLM 8.x,
+    /// RST2 for WLM 2009), then `USR TWN` (MSNP13–14) or `USR SSO` with the MBI proof
+    /// (MSNP15+, plus the machine GUID from MSNP16), then the post-login lines.
+    pub async fn wlm_login(&mut self, http: SocketAddr, email: &str, password: &str) {
+        use crate::rst::{self, Form};
+        let d = self.dialect;
+        let tr = self.cmd("VER", &format!("MSNP{d} CVR0")).await;
+        assert_eq!(self.next_line().await, format!("VER {tr} MSNP{d} CVR0"));
+        let tr = self
+            .cmd(
+                "CVR",
+                &format!("0x0409 winnt 6.1.0 i386 MSNMSGR 14.0.8117.0416 msmsgs {email}"),
+            )
+            .await;
+        assert_eq!(self.expect("CVR").await.tr_id(), Some(tr));
+        let form = if d >= 16 { Form::Rst2 } else { Form::Rst };
+        let ticket = if d <= 14 {
+            let tr = self.cmd("USR", &format!("TWN I {email}")).await;
+            self.expect("GCF").await;
+            let policy = self.expect("USR").await;
+            assert_eq!(policy.args[..3], [tr.to_string(), "TWN".into(), "S".into()]);
+            self.tokens = rst::tokens(
+                http,
+                form,
+                email,
+                password,
+                &[
+                    ("http://Passport.NET/tb", ""),
+                    ("messenger.msn.com", &policy.args[3]),
+                    ("contacts.msn.com", "MBI"),
+                ],
+            )
+            .await
+            .expect("the token service issues tokens");
+            self.token("messenger.msn.com").ticket.clone()
+        } else {
+            let tr = self.cmd("USR", &format!("SSO I {email}")).await;
+            self.expect("GCF").await;
+            let challenge = self.expect("USR").await;
+            assert_eq!(
+                challenge.args[..4],
+                [
+                    tr.to_string(),
+                    "SSO".into(),
+                    "S".into(),
+                    "MBI_KEY_OLD".into()
+                ]
+            );
+            let nonce = challenge.args[4].clone();
+            self.tokens = rst::tokens(
+                http,
+                form,
+                email,
+                password,
+                &[
+                    ("http://Passport.NET/tb", ""),
+                    ("messengerclear.live.com", "MBI_KEY_OLD"),
+                    ("messenger.msn.com", "?id=507"),
+                    ("contacts.msn.com", "MBI"),
+                ],
+            )
+            .await
+            .expect("the token service issues tokens");
+            let token = self.token("messengerclear.live.com").clone();
+            let secret = token
+                .secret
+                .expect("a binary secret with the Messenger token");
+            let blob = msnp::auth::mbi_blob(&secret, &nonce, rand::random());
+            let mut line = format!("{} {blob}", token.ticket);
+            if d >= 16 {
+                line = format!("{line} {}", self.machine_guid);
+            }
+            line
+        };
+        let method = if d <= 14 { "TWN" } else { "SSO" };
+        let tr = self.cmd("USR", &format!("{method} S {ticket}")).await;
+        assert_eq!(self.next_line().await, format!("USR {tr} OK {email} 1 0"));
+        assert_eq!(self.next_line().await, "SBS 0 null");
+        let profile = self.expect("MSG").await;
+        let body =
+            String::from_utf8_lossy(profile.payload.as_deref().unwrap_or_default()).into_owned();
+        assert!(body.contains("text/x-msmsgsprofile"), "{body}");
+        if d >= 16 {
+            let own = self.expect("UBX").await;
+            assert_eq!(own.payload.as_deref(), Some(&b""[..]), "{own:?}");
+        }
+    }
+
+    /// The token issued for `address` at sign-in.
+    pub fn token(&self, address: &str) -> &crate::rst::Token {
+        self.tokens
+            .iter()
+            .find(|t| t.address == address)
+            .unwrap_or_else(|| panic!("no token for {address} in {:?}", self.tokens))
     }
 
     /// Close our side.

@@ -23,9 +23,32 @@ impl Response {
 
 /// Send `GET path` with extra headers to `addr`, read the whole response.
 pub async fn get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    request(addr, "GET", path, headers, &[]).await
+}
+
+/// Send `POST path` with extra headers and `body` to `addr`, read the whole response.
+pub async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    request(addr, "POST", path, headers, body).await
+}
+
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method != "GET" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     let mut s = TcpStream::connect(addr)
@@ -34,6 +57,7 @@ pub async fn get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)
     s.write_all(req.as_bytes())
         .await
         .expect("write HTTP request");
+    s.write_all(body).await.expect("write HTTP body");
     let mut raw = Vec::new();
     tokio::time::timeout(crate::TIMEOUT, s.read_to_end(&mut raw))
         .await

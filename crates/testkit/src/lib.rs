@@ -11,6 +11,7 @@ mod cluster;
 pub mod http;
 mod network;
 mod proxy;
+pub mod rst;
 mod services;
 
 pub use client::{Client, line, line_of, passport_login};
