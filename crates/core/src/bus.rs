@@ -53,6 +53,15 @@ pub enum UserEvent {
         inviter: Email,
         inviter_friendly: String,
     },
+    /// A user notification (`UUN`, MSNP13+) for me: relayed as `UBN`. `to_endpoint`
+    /// limits it to one of my machines (MSNP16+); `from_endpoint` names the sender's.
+    Notification {
+        from: Email,
+        from_endpoint: Option<String>,
+        to_endpoint: Option<String>,
+        kind: u32,
+        payload: Vec<u8>,
+    },
 }
 
 /// How many events may wait for one session before it is cut off as a slow consumer.

@@ -167,6 +167,14 @@ pub enum NsCommand {
         tr: TrId,
         payload: Bytes,
     },
+    /// `UUN tr email[;{guid}] type len` + payload (MSNP13+): a notification for another
+    /// user (or another of my own machines), relayed as `UBN`.
+    Uun {
+        tr: TrId,
+        target: String,
+        kind: u32,
+        payload: Bytes,
+    },
     /// `FQY tr len` + `<ml>` document (MSNP14+): which network is this address on?
     Fqy {
         tr: TrId,

@@ -285,6 +285,22 @@ pub fn initial_mail_data(entries: &str) -> Frame {
         .payload(body.into_bytes())
 }
 
+/// `UBN from type len` + payload (MSNP13+): a user notification relayed to its recipient.
+/// `from` carries `;{guid}` when the sender named its machine and the receiver is 16+.
+pub fn ubn(
+    dialect: u8,
+    from: &str,
+    from_endpoint: Option<&str>,
+    kind: u32,
+    payload: Vec<u8>,
+) -> Frame {
+    let from = match from_endpoint {
+        Some(guid) if dialect >= 16 => format!("{from};{guid}"),
+        _ => from.to_owned(),
+    };
+    Frame::new(b"UBN").arg(from).arg(kind).payload(payload)
+}
+
 /// `GCF tr Shields.xml` answer (MSNP11–12): an empty shields policy.
 pub fn shields(tr: TrId, file: &str) -> Frame {
     let body = "<?xml version= \"1.0\" encoding=\"utf-8\" ?><config><shield><cli maj=\"7\" min=\"0\" minbld=\"0\" maxbld=\"9999\" deny=\" \" /></shield><block></block></config>";

@@ -44,8 +44,9 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// Commands a client may send the NS. Anything else is counted as `other`, so a client
 /// cannot create metric series at will.
 const NS_VERBS: &[&str] = &[
-    "ADC", "ADD", "ADG", "BLP", "CHG", "CVR", "GCF", "GTC", "IMS", "INF", "OUT", "PNG", "PRP",
-    "QRY", "REA", "REG", "REM", "RMG", "SBP", "SYN", "URL", "USR", "UUX", "VER", "XFR",
+    "ADC", "ADD", "ADG", "ADL", "BLP", "CHG", "CVR", "FQY", "GCF", "GTC", "IMS", "INF", "OUT",
+    "PNG", "PRP", "QRY", "REA", "REG", "REM", "RML", "RMG", "SBP", "SYN", "URL", "USR", "UUN",
+    "UUX", "VER", "XFR",
 ];
 
 fn verb_label(verb: &[u8]) -> &'static str {
@@ -142,6 +143,8 @@ struct Watched {
 struct Online {
     id: UserId,
     email: Email,
+    /// The machine GUID (MSNP16+), lower case without braces.
+    endpoint: Option<String>,
     session: SessionId,
     roster: Roster,
     /// My presence, set by CHG; None until the first CHG.
@@ -406,6 +409,12 @@ impl Session {
             NsCommand::Adl { tr, payload } => self.ml_edit(tr, &payload, true).await,
             NsCommand::Rml { tr, payload } => self.ml_edit(tr, &payload, false).await,
             NsCommand::Fqy { tr, payload } => self.fqy(tr, &payload).await,
+            NsCommand::Uun {
+                tr,
+                target,
+                kind,
+                payload,
+            } => self.uun(tr, &target, kind, payload).await,
             NsCommand::Syn { tr, .. } => {
                 let roster = self.deps.store.roster(self.me().id).await;
                 match roster {
@@ -799,7 +808,7 @@ impl Session {
             }
             (AuthKind::Md5, UsrAuth::Md5Response { hash }, Auth::Md5 { account, .. }) => {
                 match account.filter(|a| a.legacy_md5.as_ref().is_some_and(|s| s.verify(&hash))) {
-                    Some(a) => self.signed_in(tr, *a).await,
+                    Some(a) => self.signed_in(tr, *a, None).await,
                     None => self.auth_failed(tr),
                 }
             }
@@ -863,8 +872,9 @@ impl Session {
                 if !proven || (self.dialect() >= 16 && machine_guid.is_none()) {
                     return self.auth_failed(tr);
                 }
+                let endpoint = machine_guid.as_deref().map(normalize_guid);
                 match self.deps.store.account_by_id(UserId(claims.uid)).await {
-                    Ok(Some(a)) if a.email == email => self.signed_in(tr, a).await,
+                    Ok(Some(a)) if a.email == email => self.signed_in(tr, a, endpoint).await,
                     Ok(_) => self.auth_failed(tr),
                     Err(e) => self.storage_down(tr, e),
                 }
@@ -876,7 +886,7 @@ impl Session {
                     _ => return self.auth_failed(tr),
                 };
                 match self.deps.store.account_by_id(UserId(claims.uid)).await {
-                    Ok(Some(a)) if a.email == email => self.signed_in(tr, a).await,
+                    Ok(Some(a)) if a.email == email => self.signed_in(tr, a, None).await,
                     Ok(_) => self.auth_failed(tr),
                     Err(e) => self.storage_down(tr, e),
                 }
@@ -904,7 +914,8 @@ impl Session {
         Err(Close::Refused)
     }
 
-    async fn signed_in(&mut self, tr: TrId, account: Account) -> Flow {
+    /// `endpoint`: the machine GUID an MSNP16+ client signed in with (normalised).
+    async fn signed_in(&mut self, tr: TrId, account: Account, endpoint: Option<String>) -> Flow {
         let roster = match self.deps.store.roster(account.id).await {
             Ok(r) => r,
             Err(e) => {
@@ -982,6 +993,7 @@ impl Session {
         self.now_online = Some(Online {
             id: account.id,
             email: account.email,
+            endpoint,
             session,
             roster,
             presence: None,
@@ -1184,6 +1196,30 @@ impl Session {
                         }
                     };
                     self.send(f);
+                }
+            }
+            Event::User(UserEvent::Notification {
+                from,
+                from_endpoint,
+                to_endpoint,
+                kind,
+                payload,
+            }) => {
+                let me = self.me();
+                let for_me = to_endpoint.is_none() || *to_endpoint == me.endpoint;
+                // A machine does not get back what it sent to its own account.
+                let mine = *from == me.email && *from_endpoint == me.endpoint;
+                let d = self.dialect();
+                // UBN exists from MSNP13; an older client could not even frame it.
+                if for_me && !mine && d >= 13 {
+                    let braced = from_endpoint.as_ref().map(|g| format!("{{{g}}}"));
+                    self.send(reply::ubn(
+                        d,
+                        from.as_str(),
+                        braced.as_deref(),
+                        *kind,
+                        payload.clone(),
+                    ));
                 }
             }
             Event::User(UserEvent::Ring {
@@ -1478,6 +1514,43 @@ impl Session {
         Ok(())
     }
 
+    /// `UUN` (MSNP13+): relay a notification to `target` (`email[;{guid}]`), as `UBN`, if
+    /// it is signed in and does not block me; else 217.
+    async fn uun(&mut self, tr: TrId, target: &str, kind: u32, payload: Bytes) -> Flow {
+        let (email, endpoint) = match target.split_once(';') {
+            Some((e, g)) => (e, Some(normalize_guid(g))),
+            None => (target, None),
+        };
+        let Ok(email) = Email::parse(email) else {
+            self.error(ErrorCode::InvalidUsername, Some(tr));
+            return Ok(());
+        };
+        let me = self.me();
+        let blocked = email != me.email
+            && me
+                .roster
+                .contact(&email)
+                .is_some_and(|c| !c.peer.lets_me_see());
+        let delivered = if blocked {
+            0
+        } else {
+            let event = UserEvent::Notification {
+                from: me.email.clone(),
+                from_endpoint: me.endpoint.clone(),
+                to_endpoint: endpoint,
+                kind,
+                payload: payload.to_vec(),
+            };
+            self.deps.bus.send(&email, event).await
+        };
+        if delivered == 0 {
+            self.error(ErrorCode::NotOnline, Some(tr));
+        } else {
+            self.send(Frame::new(b"UUN").arg(tr).arg("OK"));
+        }
+        Ok(())
+    }
+
     /// `FQY` (MSNP14+): is this address on the Messenger network? Here: is it an account.
     async fn fqy(&mut self, tr: TrId, payload: &[u8]) -> Flow {
         let doc = match ml::parse(payload, MlKind::Query) {
@@ -1751,6 +1824,12 @@ fn is_data_document(payload: &[u8]) -> bool {
     let rest = &payload[start..];
     rest.strip_prefix(b"<Data")
         .is_some_and(|r| matches!(r.first(), Some(b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n')))
+}
+
+/// A machine GUID as stored and compared: lower case, no braces.
+fn normalize_guid(guid: &str) -> String {
+    guid.trim_matches(|c| c == '{' || c == '}')
+        .to_ascii_lowercase()
 }
 
 /// `t=…&p=…` → the `t` value (our JWT); a bare token is accepted as is.

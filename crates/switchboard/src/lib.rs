@@ -349,11 +349,12 @@ impl Conn {
                     return self.auth_failed(tr);
                 }
                 self.join(&claims);
+                // Echo the name as sent: MSNP16+ clients add `;{machine-guid}`.
                 self.send(
                     Frame::new(b"USR")
                         .arg(tr)
                         .arg("OK")
-                        .arg(&claims.email)
+                        .arg(&email)
                         .arg(text::encode(&claims.name)),
                 );
                 info!(sid = claims.sid, "Session opened");
