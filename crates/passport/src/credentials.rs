@@ -27,7 +27,7 @@ use percent_encoding::percent_decode_str;
 const SCHEME: &str = "Passport1.4";
 
 /// Longest password accepted (what `PasswordCost::hash` allows), in characters.
-const MAX_PASSWORD_CHARS: usize = 128;
+pub(crate) const MAX_PASSWORD_CHARS: usize = 128;
 
 /// What a sign-in request claims.
 #[derive(Debug, Clone, PartialEq, Eq)]

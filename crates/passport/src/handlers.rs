@@ -15,17 +15,19 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use butterfly_core::account::{PasswordCost, verify_password};
+use butterfly_core::tickets::Tickets;
 use butterfly_core::{Account, UserId};
 use tokio::sync::Semaphore;
 use tracing::{Instrument, Span, debug, error, info, info_span};
 
 use crate::credentials::{self, Credentials};
-use crate::{Config, Deps, LOGIN_PATH, NEXUS_PATH};
+use crate::rst::{self, Dialect};
+use crate::{Config, Deps, LOGIN_PATH, NEXUS_PATH, RST_PATH, RST2_PATH};
 
 /// Longest `Authorization` header (all values together) we read; longer gets 400. A real
 /// one is about 300 bytes (email ≤ 129, password ≤ 128 characters, the policy string).
@@ -94,8 +96,15 @@ impl Shared {
             .into_response()
     }
 
+    pub(crate) fn tickets(&self) -> &dyn Tickets {
+        self.deps.tickets.as_ref()
+    }
+
     /// Look the account up and verify the password off the async runtime.
-    async fn authenticate(&self, creds: Credentials) -> Result<Option<Account>, Unavailable> {
+    pub(crate) async fn authenticate(
+        &self,
+        creds: Credentials,
+    ) -> Result<Option<Account>, Unavailable> {
         let account = self
             .deps
             .store
@@ -134,7 +143,7 @@ impl Shared {
 }
 
 /// Something on our side failed (store, task); the client gets 500, not "wrong password".
-struct Unavailable;
+pub(crate) struct Unavailable;
 
 /// A password hash with the default cost, to verify against when the user is unknown.
 fn dummy_hash() -> Option<&'static str> {
@@ -154,7 +163,7 @@ fn public_host(configured: &str) -> &str {
     host.trim_end_matches('/')
 }
 
-fn no_store() -> (HeaderName, HeaderValue) {
+pub(crate) fn no_store() -> (HeaderName, HeaderValue) {
     (CACHE_CONTROL, HeaderValue::from_static("no-store"))
 }
 
@@ -233,19 +242,19 @@ fn success(st: &Shared, account: Account) -> Response {
 }
 
 /// Fallback: serve our routes whatever the case of the path (`/RDR/PPRDR.ASP`).
-pub(crate) async fn any_case(
-    State(st): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let path = uri.path().to_ascii_lowercase();
+pub(crate) async fn any_case(State(st): State<Arc<Shared>>, req: Request) -> Response {
+    let path = req.uri().path().to_ascii_lowercase();
+    let method = req.method().clone();
     let is_get = method == Method::GET || method == Method::HEAD;
+    let is_post = method == Method::POST;
     match path.as_str() {
         NEXUS_PATH if is_get => nexus(State(st)).await,
-        LOGIN_PATH if is_get || method == Method::POST => login(State(st), headers).await,
+        LOGIN_PATH if is_get || is_post => login(State(st), req.headers().clone()).await,
+        RST_PATH if is_post => rst::serve(st, req, Dialect::Rst).await,
+        RST2_PATH if is_post => rst::serve(st, req, Dialect::Rst2).await,
         NEXUS_PATH => not_allowed("GET,HEAD"),
         LOGIN_PATH => not_allowed("GET,HEAD,POST"),
+        RST_PATH | RST2_PATH => not_allowed("POST"),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

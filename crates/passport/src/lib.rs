@@ -1,7 +1,15 @@
-//! The Passport role for MSN Messenger 5–7.5 (MSNP8–12, `USR TWN` login): the nexus
-//! (`GET /rdr/pprdr.asp`), which tells a client where to sign in, and Passport 1.4
-//! (`GET /login2.srf`), which checks the password and hands back a signed ticket that the
-//! client then presents to the NS in `USR TWN S`. Protocol: LOGIN.md §2.2, SOAP.md §4.
+//! The Passport role: where clients prove their password and get the signed tickets they
+//! then present to the NS and the web services.
+//!
+//! * MSN Messenger 5–7.5 (MSNP8–12, `USR TWN` login): the nexus (`GET /rdr/pprdr.asp`),
+//!   which tells a client where to sign in, and Passport 1.4 (`GET /login2.srf`), which
+//!   checks the password and hands back the ticket for `USR TWN S`. Protocol: LOGIN.md
+//!   §2.2, SOAP.md §4.
+//! * Windows Live Messenger 8.x–2009 (MSNP13–18): the token service, `POST /RST.srf`
+//!   (SOAP 1.1) and `POST /RST2.srf` (SOAP 1.2), which checks the password and answers one
+//!   ticket per service asked for (NS sign-in with its binary secret for `USR SSO`,
+//!   address book, storage, offline messages, …). Protocol: LOGIN.md §3, SOAP.md §1, issue
+//!   4 spec §1; see the `rst` module.
 //!
 //! Architecture invariant: accounts come only through the [`Store`] port and tickets only
 //! through the [`Tickets`] port, so this crate knows no database and no ticket format.
@@ -10,19 +18,25 @@
 
 mod credentials;
 mod handlers;
+mod rst;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use butterfly_core::store::Store;
 use butterfly_core::tickets::Tickets;
 
 pub use handlers::MAX_AUTHORIZATION_LEN;
+pub use rst::MAX_RST_BODY_LEN;
 
 /// Canonical paths (lower case; any other case is accepted too, see [`router`]).
 pub const NEXUS_PATH: &str = "/rdr/pprdr.asp";
 pub const LOGIN_PATH: &str = "/login2.srf";
+/// The token service, SOAP 1.1 (WLM 8.x). Either path answers either dialect.
+pub const RST_PATH: &str = "/rst.srf";
+/// The token service, SOAP 1.2 (WLM 2009).
+pub const RST2_PATH: &str = "/rst2.srf";
 
 /// Settings of the Passport role.
 #[derive(Debug, Clone)]
@@ -53,6 +67,8 @@ pub fn router(config: Config, deps: Deps) -> Router {
     Router::new()
         .route(NEXUS_PATH, get(handlers::nexus))
         .route(LOGIN_PATH, get(handlers::login).post(handlers::login))
+        .route(RST_PATH, post(rst::rst))
+        .route(RST2_PATH, post(rst::rst2))
         .fallback(handlers::any_case)
         .with_state(state)
 }
