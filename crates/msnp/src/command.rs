@@ -527,7 +527,16 @@ impl NsCommand {
                 tr: a.tr()?,
                 payload: a.payload()?,
             },
-            b"SND" | b"FND" | b"SDC" | b"PAG" | b"UUN" | b"UUM" => NsCommand::Disabled {
+            b"UUN" => NsCommand::Uun {
+                tr: a.tr()?,
+                target: a.req()?.to_owned(),
+                kind: a
+                    .req()?
+                    .parse()
+                    .map_err(|_| a.err(ErrorCode::InvalidParameter))?,
+                payload: a.payload()?,
+            },
+            b"SND" | b"FND" | b"SDC" | b"PAG" | b"UUM" => NsCommand::Disabled {
                 tr: a.tr()?,
                 verb: frame.verb.to_string(),
             },

@@ -1428,6 +1428,8 @@ impl Session {
                 return Err(Close::Refused);
             }
         };
+        // Contacts added to FL: shown (if visible) once the reply is out.
+        let mut watch = Vec::new();
         if !(add && doc.initial) {
             for c in &doc.contacts {
                 let target = match (c.network.unwrap_or(1), Email::parse(&c.email)) {
@@ -1446,10 +1448,16 @@ impl Session {
                         self.error(code, Some(tr));
                         return Ok(());
                     }
+                    if add && list == List::Forward {
+                        watch.push(target.clone());
+                    }
                 }
             }
         }
         self.send(Frame::new(verb).arg(tr).arg("OK"));
+        for target in watch {
+            self.watch_contact(&target).await;
+        }
         Ok(())
     }
 
@@ -1504,12 +1512,8 @@ impl Session {
                 return Err(ErrorCode::DatabaseError);
             }
         }
-        if list == List::Forward {
-            if add {
-                self.watch_contact(target).await;
-            } else {
-                self.unwatch_contact(target).await;
-            }
+        if list == List::Forward && !add {
+            self.unwatch_contact(target).await;
         }
         Ok(())
     }

@@ -1,0 +1,481 @@
+//! Windows Live Messenger dialects (MSNP13, 15, 16, 18) at the wire, each with an MSN 7.5
+//! (MSNP12) contact: sign-in through the token service (RST for WLM 8.x, RST2 for WLM
+//! 2009) with `USR TWN` or `USR SSO` and the MBI proof; the initial `ADL`; `BLP` at every
+//! sign-in; list edits with `ADL`/`RML` (idempotent, as clients mirror address-book
+//! edits); the "added you" push; presence and personal messages both ways; `FQY`; the
+//! SYN-era list commands refused; garbage documents closing the connection; and the
+//! sign-in refusals (bad proof, someone else's ticket, a ticket for another service, no
+//! machine GUID).
+//!
+//! Expected lines are written out per dialect from the protocol map (NS.md §1.3, §2.4).
+
+use butterfly_testkit::rst::{self, Form};
+use butterfly_testkit::{Client, TestCluster, line_of};
+
+/// The capabilities a client of that dialect sends in CHG (WLM 2009 adds `:capsex`).
+fn caps(d: u8) -> &'static str {
+    match d {
+        ..=12 => "268435456",
+        13..=15 => "1985855524",
+        _ => "2789003324:48",
+    }
+}
+
+/// What a watcher of dialect `d` is shown when Bob (MSNP12, caps 268435456, no
+/// MSNObject) has `status`.
+fn bob_nln(d: u8, status: &str) -> String {
+    match d {
+        13 => format!("NLN {status} bob@example.com Bob 268435456 0"),
+        14..=15 => format!("NLN {status} bob@example.com 1 Bob 268435456 0"),
+        16..=17 => format!("NLN {status} bob@example.com 1 Bob 268435456:0 0"),
+        _ => format!("NLN {status} 1:bob@example.com Bob 268435456:0 0"),
+    }
+}
+
+/// What Bob (MSNP12) is shown when Alice (dialect `d`) has `status`: caps without the
+/// MSNP16 extension.
+fn alice_nln_for_bob(d: u8, status: &str) -> String {
+    let caps = caps(d).split(':').next().unwrap_or_default();
+    format!("NLN {status} alice@example.com Alice {caps} 0")
+}
+
+/// CHG, its echo, and whatever came before a barrier (answering a challenge).
+async fn chg(c: &mut Client, status: &str) -> Vec<String> {
+    let d = c.dialect;
+    let tr = c.cmd("CHG", &format!("{status} {} 0", caps(d))).await;
+    assert_eq!(
+        c.next_line().await,
+        format!("CHG {tr} {status} {} 0", caps(d))
+    );
+    let mut rest = Vec::new();
+    for f in c.barrier().await {
+        let l = line_of(&f);
+        if let Some(chl) = l.strip_prefix("CHL 0 ") {
+            // The product id of a client of that dialect (OVERVIEW.md §4).
+            let (id, key) = match d {
+                ..=12 => ("PROD0090YUAUV{2B", "YMM8C_H7KCQ2S_KL"),
+                13..=14 => ("PROD01065C%ZFN6F", "O4BG@C7BWLYQX?5G"),
+                15..=17 => ("PROD0113H11T8$X_", "RG@XY*28Q5QHS%Q5"),
+                _ => ("PROD0120PW!CCV9@", "C1BX{V4W}Q3*10SM"),
+            };
+            let answer = msnp::auth::challenge_response_v11(chl, id, key);
+            let tr = c.cmd_payload("QRY", id, answer.into_bytes()).await;
+            assert_eq!(c.next_line().await, format!("QRY {tr}"));
+        } else {
+            rest.push(l);
+        }
+    }
+    rest
+}
+
+/// `ADL`/`RML` with a document; returns the reply line.
+async fn ml(c: &mut Client, verb: &str, doc: &str) -> (u32, String) {
+    let tr = c.cmd_payload(verb, "", doc.as_bytes().to_vec()).await;
+    (tr, c.next_line().await)
+}
+
+async fn scenario(d: u8) {
+    let cluster = TestCluster::start().await;
+    cluster
+        .add_user("alice@example.com", "alice-pw", "Alice")
+        .await;
+    cluster.add_user("bob@example.com", "bob-pw", "Bob").await;
+    let mut alice = cluster.login(d, "alice@example.com", "alice-pw").await;
+
+    // The initial load names what the address book holds: checked, not applied. An
+    // empty list is sent as an empty document.
+    let (tr, reply) = ml(&mut alice, "ADL", "<ml l=\"1\" />").await;
+    assert_eq!(reply, format!("ADL {tr} OK"));
+    // BLP comes at every sign-in: the setting in force is confirmed, not refused (218).
+    for _ in 0..2 {
+        let tr = alice.cmd("BLP", "AL").await;
+        assert_eq!(alice.next_line().await, format!("BLP {tr} AL"));
+    }
+    // Lists are the address book's now: the SYN-era commands are gone.
+    for (verb, rest) in [("SYN", "0 0"), ("ADC", "FL N=bob@example.com F=Bob")] {
+        let tr = alice.cmd(verb, rest).await;
+        assert_eq!(alice.next_line().await, format!("502 {tr}"), "{verb}");
+    }
+    // The first CHG: presence of online contacts (none), then the offline-message summary.
+    assert_eq!(chg(&mut alice, "NLN").await, ["MSG Hotmail Hotmail 197"]);
+
+    let mut bob = cluster.login(12, "bob@example.com", "bob-pw").await;
+    assert_eq!(chg(&mut bob, "NLN").await, Vec::<String>::new());
+
+    // Bob adds Alice: she is told with an ADL push naming him on her RL.
+    let tr = bob.cmd("ADC", "FL N=alice@example.com F=Alice").await;
+    let added = bob.next_line().await;
+    assert!(
+        added.starts_with(&format!("ADC {tr} FL N=alice@example.com F=Alice C=")),
+        "{added}"
+    );
+    assert_eq!(bob.next_line().await, alice_nln_for_bob(d, "NLN"));
+    let push = alice.expect("ADL").await;
+    assert_eq!(push.args, ["0"]);
+    assert_eq!(
+        push.payload.as_deref(),
+        Some(&b"<ml><d n=\"example.com\"><c n=\"bob\" t=\"1\" l=\"8\" f=\"Bob\"/></d></ml>"[..])
+    );
+
+    // Alice adds Bob to FL and AL with a later ADL: applied, and his presence follows.
+    let adl = "<ml><d n=\"example.com\"><c n=\"bob\" l=\"3\" t=\"1\"/></d></ml>";
+    let (tr, reply) = ml(&mut alice, "ADL", adl).await;
+    assert_eq!(reply, format!("ADL {tr} OK"));
+    assert_eq!(alice.next_line().await, bob_nln(d, "NLN"));
+    assert_eq!(
+        bob.next_line().await,
+        "ADC 0 RL N=alice@example.com F=Alice"
+    );
+    // The same ADL again (clients mirror every address-book edit): still OK, nothing else.
+    let (tr, reply) = ml(&mut alice, "ADL", adl).await;
+    assert_eq!(reply, format!("ADL {tr} OK"));
+    assert!(alice.barrier().await.is_empty());
+    assert!(bob.barrier().await.is_empty());
+
+    // Presence both ways.
+    chg(&mut bob, "AWY").await;
+    assert_eq!(alice.next_line().await, bob_nln(d, "AWY"));
+    chg(&mut alice, "BSY").await;
+    assert_eq!(bob.next_line().await, alice_nln_for_bob(d, "BSY"));
+
+    // A personal message reaches Bob; a machine's endpoint document is not one.
+    let psm = "<Data><PSM>at work</PSM><CurrentMedia></CurrentMedia></Data>";
+    let tr = alice.cmd_payload("UUX", "", psm.as_bytes().to_vec()).await;
+    assert_eq!(alice.next_line().await, format!("UUX {tr} 0"));
+    let ubx = bob.expect("UBX").await;
+    assert_eq!(ubx.args[0], "alice@example.com");
+    assert_eq!(ubx.payload.as_deref(), Some(psm.as_bytes()));
+    let endpoint = "<EndpointData><Capabilities>2789003324:48</Capabilities></EndpointData>";
+    let tr = alice
+        .cmd_payload("UUX", "", endpoint.as_bytes().to_vec())
+        .await;
+    assert_eq!(alice.next_line().await, format!("UUX {tr} 0"));
+    assert!(bob.barrier().await.is_empty());
+
+    chat(&cluster, &mut alice, &mut bob).await;
+
+    // FQY (MSNP14+): an account is on the Messenger network; a stranger is not.
+    if d >= 14 {
+        let tr = alice
+            .cmd_payload(
+                "FQY",
+                "",
+                b"<ml><d n=\"example.com\"><c n=\"bob\"/></d></ml>".to_vec(),
+            )
+            .await;
+        let answer = alice.expect("FQY").await;
+        assert_eq!(answer.tr_id(), Some(tr));
+        assert_eq!(
+            answer.payload.as_deref(),
+            Some(&b"<ml><d n=\"example.com\"><c n=\"bob\" t=\"1\"/></d></ml>"[..])
+        );
+        let tr = alice
+            .cmd_payload(
+                "FQY",
+                "",
+                b"<ml><d n=\"example.com\"><c n=\"nobody\"/></d></ml>".to_vec(),
+            )
+            .await;
+        assert_eq!(alice.next_line().await, format!("208 {tr}"));
+    }
+
+    // Adding a stranger: 208, and the connection stays.
+    let (tr, reply) = ml(
+        &mut alice,
+        "ADL",
+        "<ml><d n=\"example.com\"><c n=\"nobody\" l=\"1\" t=\"1\"/></d></ml>",
+    )
+    .await;
+    assert_eq!(reply, format!("208 {tr}"));
+
+    // RML takes Bob off FL: his changes no longer reach Alice. Twice is fine.
+    for _ in 0..2 {
+        let (tr, reply) = ml(
+            &mut alice,
+            "RML",
+            "<ml><d n=\"example.com\"><c n=\"bob\" l=\"1\" t=\"1\"/></d></ml>",
+        )
+        .await;
+        assert_eq!(reply, format!("RML {tr} OK"));
+    }
+    assert_eq!(bob.next_line().await, "REM 0 RL N=alice@example.com");
+    chg(&mut bob, "NLN").await;
+    assert!(alice.barrier().await.is_empty());
+
+    // Garbage closes the connection with the code real servers send.
+    let tr = alice
+        .cmd_payload("ADL", "", b"<ml><d n=\"example.com\"></d></ml>".to_vec())
+        .await;
+    assert_eq!(alice.closed_lines().await, [format!("240 {tr}")]);
+    assert_eq!(bob.next_line().await, "FLN alice@example.com");
+}
+
+/// Alice (WLM) opens a switchboard session, invites Bob (MSNP12), and they talk.
+async fn chat(cluster: &TestCluster, alice: &mut Client, bob: &mut Client) {
+    let d = alice.dialect;
+    let tr = alice.cmd("XFR", "SB").await;
+    let xfr = alice.expect("XFR").await;
+    let sb = cluster.sb_addr().to_string();
+    let suffix: &[&str] = if d == 13 {
+        &["U", "messenger.msn.com"]
+    } else {
+        &["U", "messenger.msn.com", "1"]
+    };
+    assert_eq!(
+        xfr.args[..4],
+        [tr.to_string(), "SB".into(), sb.clone(), "CKI".into()]
+    );
+    assert_eq!(xfr.args[5..], *suffix);
+    // MSNP16+ names the machine too.
+    let me = if d >= 16 {
+        format!("alice@example.com;{}", alice.machine_guid)
+    } else {
+        "alice@example.com".to_owned()
+    };
+    let mut a_sb = Client::connect(cluster.sb_addr(), d).await;
+    a_sb.email = "alice@example.com (sb)".into();
+    let tr = a_sb.cmd("USR", &format!("{me} {}", xfr.args[4])).await;
+    assert_eq!(a_sb.next_line().await, format!("USR {tr} OK {me} Alice"));
+    let tr = a_sb.cmd("CAL", "bob@example.com").await;
+    let ringing = a_sb.next_line().await;
+    assert!(
+        ringing.starts_with(&format!("CAL {tr} RINGING ")),
+        "{ringing}"
+    );
+    let session = ringing.rsplit(' ').next().unwrap_or_default().to_owned();
+    let rng = bob.expect("RNG").await;
+    assert_eq!(rng.args[0], session);
+    assert_eq!(&rng.args[4..], ["alice@example.com", "Alice"]);
+    let mut b_sb = Client::connect(cluster.sb_addr(), 12).await;
+    b_sb.email = "bob@example.com (sb)".into();
+    let tr = b_sb
+        .cmd("ANS", &format!("bob@example.com {} {session}", rng.args[3]))
+        .await;
+    let alice_caps = caps(d).split(':').next().unwrap_or_default();
+    assert_eq!(
+        b_sb.next_line().await,
+        format!("IRO {tr} 1 1 alice@example.com Alice {alice_caps}")
+    );
+    assert_eq!(b_sb.next_line().await, format!("ANS {tr} OK"));
+    let bob_caps = if d >= 16 { "268435456:0" } else { "268435456" };
+    assert_eq!(
+        a_sb.next_line().await,
+        format!("JOI bob@example.com Bob {bob_caps}")
+    );
+    let text = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nX-MMS-IM-Format: FN=Segoe%20UI; EF=; CO=0; CS=1; PF=0\r\n\r\nhi bob";
+    let tr = a_sb.cmd_payload("MSG", "A", text.to_vec()).await;
+    let got = b_sb.expect("MSG").await;
+    assert_eq!(
+        line_of(&got),
+        format!("MSG alice@example.com Alice {}", text.len())
+    );
+    assert_eq!(got.payload.as_deref(), Some(&text[..]));
+    assert_eq!(a_sb.next_line().await, format!("ACK {tr}"));
+    let tr = b_sb.cmd_payload("MSG", "A", text.to_vec()).await;
+    assert_eq!(
+        line_of(&a_sb.expect("MSG").await),
+        format!("MSG bob@example.com Bob {}", text.len())
+    );
+    assert_eq!(b_sb.next_line().await, format!("ACK {tr}"));
+    b_sb.send(butterfly_testkit::line("OUT")).await;
+    assert_eq!(a_sb.next_line().await, "BYE bob@example.com");
+}
+
+#[tokio::test]
+async fn msnp13() {
+    scenario(13).await;
+}
+
+#[tokio::test]
+async fn msnp15() {
+    scenario(15).await;
+}
+
+#[tokio::test]
+async fn msnp16() {
+    scenario(16).await;
+}
+
+#[tokio::test]
+async fn msnp18() {
+    scenario(18).await;
+}
+
+/// VER, CVR and `USR SSO I` for `email`; returns the nonce.
+async fn sso_challenge(c: &mut Client, email: &str) -> String {
+    let d = c.dialect;
+    c.email = email.to_owned();
+    let tr = c.cmd("VER", &format!("MSNP{d} CVR0")).await;
+    assert_eq!(c.next_line().await, format!("VER {tr} MSNP{d} CVR0"));
+    let tr = c.cmd("USR", &format!("SSO I {email}")).await;
+    // The policies come first, then the challenge.
+    let gcf = c.expect("GCF").await;
+    assert_eq!(gcf.args[0], "0");
+    let policies = String::from_utf8_lossy(gcf.payload.as_deref().unwrap_or_default());
+    assert!(policies.starts_with("<Policies>"), "{policies}");
+    let usr = c.expect("USR").await;
+    assert_eq!(
+        usr.args[..4],
+        [
+            tr.to_string(),
+            "SSO".into(),
+            "S".into(),
+            "MBI_KEY_OLD".into()
+        ]
+    );
+    assert_eq!(usr.args[4].len(), 64, "48 bytes of nonce, base64");
+    usr.args[4].clone()
+}
+
+/// The `USR SSO S` proof is checked: each forgery gets 911 and the connection closes.
+#[tokio::test]
+async fn sso_sign_in_refuses_what_does_not_prove_the_binary_secret() {
+    let cluster = TestCluster::start().await;
+    cluster
+        .add_user("alice@example.com", "alice-pw", "Alice")
+        .await;
+    cluster.add_user("eve@example.com", "eve-pw", "Eve").await;
+    let http = cluster.http_addr();
+    let addresses = [
+        ("messengerclear.live.com", "MBI_KEY_OLD"),
+        ("contacts.msn.com", "MBI"),
+    ];
+    let alice = rst::tokens(
+        http,
+        Form::Rst2,
+        "alice@example.com",
+        "alice-pw",
+        &addresses,
+    )
+    .await
+    .expect("tokens for alice");
+    let eve = rst::tokens(http, Form::Rst2, "eve@example.com", "eve-pw", &addresses)
+        .await
+        .expect("tokens for eve");
+    let guid = "{F52973B6-C926-4BAD-9BA8-7C1E840E4AB0}";
+    let (msgr, contacts) = (&alice[0], &alice[1]);
+    let secret = msgr.secret.clone().expect("a binary secret");
+
+    type Forge<'a> = Box<dyn Fn(&str) -> String + 'a>;
+    let forgeries: Vec<(&str, Forge<'_>)> = vec![
+        (
+            "a blob made with another key",
+            Box::new(|nonce| {
+                let blob = msnp::auth::mbi_blob(&[7u8; 24], nonce, [1; 8]);
+                format!("{} {blob} {guid}", msgr.ticket)
+            }),
+        ),
+        (
+            "a blob for another nonce",
+            Box::new(|_| {
+                let blob = msnp::auth::mbi_blob(&secret, &"A".repeat(64), [1; 8]);
+                format!("{} {blob} {guid}", msgr.ticket)
+            }),
+        ),
+        ("no blob", Box::new(|_| format!("{} {guid}", msgr.ticket))),
+        (
+            "no machine GUID",
+            Box::new(|nonce| {
+                let blob = msnp::auth::mbi_blob(&secret, nonce, [1; 8]);
+                format!("{} {blob}", msgr.ticket)
+            }),
+        ),
+        (
+            "someone else's ticket and secret",
+            Box::new(|nonce| {
+                let blob = msnp::auth::mbi_blob(eve[0].secret.as_deref().unwrap(), nonce, [1; 8]);
+                format!("{} {blob} {guid}", eve[0].ticket)
+            }),
+        ),
+        (
+            "a ticket for the address book",
+            Box::new(|nonce| {
+                let blob = msnp::auth::mbi_blob(&secret, nonce, [1; 8]);
+                format!("{} {blob} {guid}", contacts.ticket)
+            }),
+        ),
+    ];
+    for (what, forge) in forgeries {
+        let mut c = cluster.connect(16).await;
+        let nonce = sso_challenge(&mut c, "alice@example.com").await;
+        let tr = c.cmd("USR", &format!("SSO S {}", forge(&nonce))).await;
+        assert_eq!(c.closed_lines().await, [format!("911 {tr}")], "{what}");
+    }
+
+    // The genuine proof signs in.
+    let mut c = cluster.connect(16).await;
+    let nonce = sso_challenge(&mut c, "alice@example.com").await;
+    let blob = msnp::auth::mbi_blob(&secret, &nonce, rand::random());
+    let tr = c
+        .cmd("USR", &format!("SSO S {} {blob} {guid}", msgr.ticket))
+        .await;
+    assert_eq!(
+        c.next_line().await,
+        format!("USR {tr} OK alice@example.com 1 0")
+    );
+}
+
+/// `UUN` reaches the other user as `UBN` (with the sender's machine for MSNP16+); an
+/// offline user, or one who blocks the sender, gets nothing and the sender 217.
+#[tokio::test]
+async fn uun_is_relayed_as_ubn_unless_blocked_or_offline() {
+    let cluster = TestCluster::start().await;
+    for (email, name) in [("alice", "Alice"), ("carol", "Carol"), ("dave", "Dave")] {
+        cluster
+            .add_user(&format!("{email}@example.com"), "pw", name)
+            .await;
+    }
+    let mut alice = cluster.login(18, "alice@example.com", "pw").await;
+    let mut carol = cluster.login(16, "carol@example.com", "pw").await;
+    let payload = b"<State><Service type=\"Membership\" reason=\"0\"/></State>".to_vec();
+
+    let tr = alice
+        .cmd_payload("UUN", "carol@example.com 1", payload.clone())
+        .await;
+    assert_eq!(alice.next_line().await, format!("UUN {tr} OK"));
+    let ubn = carol.expect("UBN").await;
+    assert_eq!(
+        ubn.args[..2],
+        [
+            format!(
+                "alice@example.com;{}",
+                alice.machine_guid.to_ascii_lowercase()
+            ),
+            "1".to_owned()
+        ]
+    );
+    assert_eq!(ubn.payload.as_deref(), Some(&payload[..]));
+
+    // Dave is not signed in.
+    let tr = alice
+        .cmd_payload("UUN", "dave@example.com 1", payload.clone())
+        .await;
+    assert_eq!(alice.next_line().await, format!("217 {tr}"));
+
+    // Carol blocks Alice: nothing more reaches her.
+    let (tr, reply) = ml(
+        &mut carol,
+        "ADL",
+        "<ml><d n=\"example.com\"><c n=\"alice\" l=\"4\" t=\"1\"/></d></ml>",
+    )
+    .await;
+    assert_eq!(reply, format!("ADL {tr} OK"));
+    let (tr, reply) = ml(
+        &mut alice,
+        "ADL",
+        "<ml><d n=\"example.com\"><c n=\"carol\" l=\"1\" t=\"1\"/></d></ml>",
+    )
+    .await;
+    assert_eq!(reply, format!("ADL {tr} OK"));
+    let tr = alice
+        .cmd_payload("UUN", "carol@example.com 1", payload)
+        .await;
+    assert_eq!(alice.next_line().await, format!("217 {tr}"));
+    assert!(
+        carol
+            .barrier()
+            .await
+            .iter()
+            .all(|f| f.verb.as_str() != "UBN")
+    );
+}
