@@ -179,6 +179,10 @@ async fn scenario(d: u8) {
         assert_eq!(alice.next_line().await, format!("208 {tr}"));
     }
 
+    if d >= 18 {
+        circles_are_refused_politely(&mut alice).await;
+    }
+
     // Adding a stranger: 208, and the connection stays.
     let (tr, reply) = ml(
         &mut alice,
@@ -208,6 +212,29 @@ async fn scenario(d: u8) {
         .await;
     assert_eq!(alice.closed_lines().await, [format!("240 {tr}")]);
     assert_eq!(bob.next_line().await, "FLN alice@example.com");
+}
+
+/// MSNP18 without circles: a forged circle ticket gets 911 (the connection stays), a
+/// circle in ADL gets 933, a circle document is acknowledged.
+async fn circles_are_refused_politely(alice: &mut Client) {
+    use base64::Engine as _;
+    let cid = butterfly_core::ids::cid(butterfly_core::UserId(1));
+    let data = msnp::circle::ticket_data(cid);
+    let forged = msnp::circle::signed_ticket(&data, "bm90IG91ciBzaWduYXR1cmU=");
+    let arg = base64::engine::general_purpose::STANDARD.encode(forged);
+    let tr = alice.cmd("USR", &format!("SHA A {arg}")).await;
+    assert_eq!(alice.next_line().await, format!("911 {tr}"));
+    let (tr, reply) = ml(
+        alice,
+        "ADL",
+        "<ml><d n=\"live.com\"><c n=\"00000000-0000-0000-0009-000000000001\" l=\"1\" t=\"9\"/></d></ml>",
+    )
+    .await;
+    assert_eq!(reply, format!("933 {tr}"));
+    let tr = alice
+        .cmd_payload("PUT", "", b"Routing: 1.0\r\n\r\n".to_vec())
+        .await;
+    assert_eq!(alice.next_line().await, format!("PUT {tr} OK 0"));
 }
 
 /// Alice (WLM) opens a switchboard session, invites Bob (MSNP12), and they talk.

@@ -106,6 +106,8 @@ pub trait Tickets: Send + Sync + 'static {
     /// proof. Derived from the token with the server's key, so Passport hands it out and
     /// the NS recomputes it without sharing any state.
     fn binary_secret(&self, token: &str) -> [u8; 24];
+    /// The signature of a circle ticket's `data` (MSNP18, `USR SHA A`), base64.
+    fn circle_signature(&self, data: &str) -> String;
     /// A short-lived switchboard cookie for `user`, good only at the shard that advertises
     /// `shard` (its `host:port`).
     fn issue_sb(&self, user: &Email, grant: SbGrant, shard: &str) -> String;
@@ -225,6 +227,16 @@ impl Tickets for JwtTickets {
         let mut secret = [0u8; 24];
         secret.copy_from_slice(&mac.finalize().into_bytes()[..24]);
         secret
+    }
+
+    fn circle_signature(&self, data: &str) -> String {
+        use base64::Engine as _;
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
+            .expect("HMAC takes any key length");
+        mac.update(b"circle\0");
+        mac.update(data.as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     }
 
     fn issue_sb(&self, user: &Email, grant: SbGrant, shard: &str) -> String {

@@ -40,7 +40,9 @@ pub enum UsrAuth {
         blob: Option<String>,
         machine_guid: Option<String>,
     },
-    /// Any other package (CTP, SHA): refused by the server.
+    /// `USR tr SHA A <base64 signed ticket>` (MSNP18, after sign-in): the circle ticket.
+    ShaA { ticket: String },
+    /// Any other package (CTP): refused by the server.
     Other { package: String },
 }
 
@@ -173,6 +175,16 @@ pub enum NsCommand {
         tr: TrId,
         target: String,
         kind: u32,
+        payload: Bytes,
+    },
+    /// `PUT tr len` + document (MSNP18): circle roster and presence documents.
+    Put {
+        tr: TrId,
+        payload: Bytes,
+    },
+    /// `SDG tr len` + message (MSNP18): a message to a circle.
+    Sdg {
+        tr: TrId,
         payload: Bytes,
     },
     /// `FQY tr len` + `<ml>` document (MSNP14+): which network is this address on?
@@ -377,6 +389,9 @@ impl NsCommand {
                             machine_guid,
                         }
                     }
+                    ("SHA", "A") => UsrAuth::ShaA {
+                        ticket: a.req()?.to_owned(),
+                    },
                     (p, "I" | "S") => UsrAuth::Other {
                         package: p.to_owned(),
                     },
@@ -524,6 +539,14 @@ impl NsCommand {
                 payload: a.payload()?,
             },
             b"FQY" => NsCommand::Fqy {
+                tr: a.tr()?,
+                payload: a.payload()?,
+            },
+            b"PUT" => NsCommand::Put {
+                tr: a.tr()?,
+                payload: a.payload()?,
+            },
+            b"SDG" => NsCommand::Sdg {
                 tr: a.tr()?,
                 payload: a.payload()?,
             },

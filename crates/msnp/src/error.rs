@@ -41,6 +41,8 @@ pub enum ErrorCode {
     NotExpected = 715,
     AuthFailed = 911,
     NotAllowedWhenOffline = 913,
+    /// MSNP18: a circle the user is not a member of.
+    InvalidCircle = 933,
 }
 
 impl ErrorCode {

@@ -9,6 +9,7 @@
 //! - [`error`]: MSNP numeric error codes.
 
 pub mod auth;
+pub mod circle;
 pub mod codec;
 pub mod command;
 pub mod dialect;

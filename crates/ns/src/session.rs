@@ -45,8 +45,8 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// cannot create metric series at will.
 const NS_VERBS: &[&str] = &[
     "ADC", "ADD", "ADG", "ADL", "BLP", "CHG", "CVR", "FQY", "GCF", "GTC", "IMS", "INF", "OUT",
-    "PNG", "PRP", "QRY", "REA", "REG", "REM", "RML", "RMG", "SBP", "SYN", "URL", "USR", "UUN",
-    "UUX", "VER", "XFR",
+    "PNG", "PRP", "PUT", "QRY", "REA", "REG", "REM", "RML", "RMG", "SBP", "SDG", "SYN", "URL",
+    "USR", "UUN", "UUX", "VER", "XFR",
 ];
 
 fn verb_label(verb: &[u8]) -> &'static str {
@@ -381,6 +381,16 @@ impl Session {
                 }
                 Ok(())
             }
+            NsCommand::Usr {
+                tr,
+                auth: UsrAuth::ShaA { ticket },
+            } => {
+                if !online || self.dialect() < 18 {
+                    return self.not_expected(Some(tr));
+                }
+                self.circle_ticket(tr, &ticket);
+                Ok(())
+            }
             NsCommand::Usr { tr, auth } => {
                 if online {
                     self.error(ErrorCode::AlreadyLoggedIn, Some(tr));
@@ -415,6 +425,13 @@ impl Session {
                 kind,
                 payload,
             } => self.uun(tr, &target, kind, payload).await,
+            // Circle documents and messages (MSNP18): there are no circles yet, so a
+            // roster or presence document is acknowledged and a circle message dropped.
+            NsCommand::Put { tr, .. } => {
+                self.send(Frame::new(b"PUT").arg(tr).arg("OK").arg(0));
+                Ok(())
+            }
+            NsCommand::Sdg { .. } => Ok(()),
             NsCommand::Syn { tr, .. } => {
                 let roster = self.deps.store.roster(self.me().id).await;
                 match roster {
@@ -1434,6 +1451,11 @@ impl Session {
             for c in &doc.contacts {
                 let target = match (c.network.unwrap_or(1), Email::parse(&c.email)) {
                     (1, Ok(target)) => target,
+                    // Circles (MSNP18): the user is a member of none.
+                    (9, _) => {
+                        self.error(ErrorCode::InvalidCircle, Some(tr));
+                        return Ok(());
+                    }
                     // Other networks (Yahoo, phones) are not served here.
                     _ => {
                         self.error(ErrorCode::InvalidUsername, Some(tr));
@@ -1553,6 +1575,26 @@ impl Session {
             self.send(Frame::new(b"UUN").arg(tr).arg("OK"));
         }
         Ok(())
+    }
+
+    /// `USR SHA A` (MSNP18): the circle ticket from the address book, signed by us for
+    /// this user. 911 (the connection stays) when it is not.
+    fn circle_ticket(&mut self, tr: TrId, argument: &str) {
+        let me = self.me();
+        let cid = butterfly_core::ids::cid(me.id);
+        let genuine = msnp::circle::parse(argument).is_some_and(|t| {
+            t.cid == cid
+                && butterfly_core::account::constant_time_eq(
+                    self.deps.tickets.circle_signature(&t.data).as_bytes(),
+                    t.signature.as_bytes(),
+                )
+        });
+        if genuine {
+            let email = me.email.clone();
+            self.send(reply::usr_ok(self.dialect(), tr, email.as_str(), ""));
+        } else {
+            self.error(ErrorCode::AuthFailed, Some(tr));
+        }
     }
 
     /// `FQY` (MSNP14+): is this address on the Messenger network? Here: is it an account.
