@@ -10,6 +10,7 @@
 //! Expected lines are written out per dialect from the protocol map (NS.md §1.3, §2.4).
 
 use butterfly_testkit::rst::{self, Form};
+use butterfly_testkit::soap::{self, Service};
 use butterfly_testkit::{Client, TestCluster, line_of};
 
 /// The capabilities a client of that dialect sends in CHG (WLM 2009 adds `:capsex`).
@@ -179,8 +180,10 @@ async fn scenario(d: u8) {
         assert_eq!(alice.next_line().await, format!("208 {tr}"));
     }
 
+    address_book_as_the_client_loads_it(&cluster, &alice).await;
     if d >= 18 {
         circles_are_refused_politely(&mut alice).await;
+        circle_ticket_from_the_address_book(&cluster, &mut alice).await;
     }
 
     // Adding a stranger: 208, and the connection stays.
@@ -212,6 +215,65 @@ async fn scenario(d: u8) {
         .await;
     assert_eq!(alice.closed_lines().await, [format!("240 {tr}")]);
     assert_eq!(bob.next_line().await, "FLN alice@example.com");
+}
+
+/// What the client loads after signing in — memberships, then the address book
+/// (ABFindAll for WLM 8.x, ABFindContactsPaged for WLM 2009) — shows the lists the NS
+/// edits made: Bob allowed, on Alice's forward list and reverse list.
+async fn address_book_as_the_client_loads_it(cluster: &TestCluster, alice: &Client) {
+    let ticket = alice.token("contacts.msn.com").ticket.clone();
+    let http = cluster.http_addr();
+    let (status, members) =
+        soap::call(http, Service::Sharing, &ticket, soap::FIND_MEMBERSHIP).await;
+    assert_eq!(status, 200, "{members}");
+    for role in ["Allow", "Reverse"] {
+        let at = members
+            .find(&format!("<MemberRole>{role}</MemberRole>"))
+            .unwrap_or_else(|| panic!("no {role} membership in {members}"));
+        let end = at + members[at..].find("</Membership>").expect("membership end");
+        assert!(
+            members[at..end].contains("<PassportName>bob@example.com</PassportName>"),
+            "bob not in {role}: {}",
+            &members[at..end]
+        );
+    }
+    let action = if alice.dialect >= 16 {
+        soap::AB_FIND_CONTACTS_PAGED
+    } else {
+        soap::AB_FIND_ALL
+    };
+    let (status, book) = soap::call(http, Service::AddressBook, &ticket, action).await;
+    assert_eq!(status, 200, "{book}");
+    assert!(book.contains("<contactType>Me</contactType>"), "{book}");
+    assert!(
+        book.contains("<passportName>alice@example.com</passportName>"),
+        "{book}"
+    );
+    assert!(
+        book.contains("<passportName>bob@example.com</passportName>"),
+        "{book}"
+    );
+}
+
+/// MSNP18: the circle ticket the address book hands out signs the user in to circles
+/// (there are none yet).
+async fn circle_ticket_from_the_address_book(cluster: &TestCluster, alice: &mut Client) {
+    use base64::Engine as _;
+    let ticket = alice.token("contacts.msn.com").ticket.clone();
+    let (_, book) = soap::call(
+        cluster.http_addr(),
+        Service::AddressBook,
+        &ticket,
+        soap::AB_FIND_CONTACTS_PAGED,
+    )
+    .await;
+    let signed = soap::text_of(&book, "CircleTicket").expect("a circle ticket");
+    let arg = base64::engine::general_purpose::STANDARD.encode(signed);
+    let tr = alice.cmd("USR", &format!("SHA A {arg}")).await;
+    assert_eq!(
+        alice.next_line().await,
+        format!("USR {tr} OK alice@example.com 1 0")
+    );
 }
 
 /// MSNP18 without circles: a forged circle ticket gets 911 (the connection stays), a

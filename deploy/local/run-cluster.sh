@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Run a distributed Butterfly network on this machine, in the foreground, until SIGTERM
-# or Ctrl-C: one address book, one Passport, CLUSTER_GATEWAYS notification-server
+# or Ctrl-C: the address book and Passport (one process, so that one HTTP address serves
+# Passport and the address-book SOAP services), CLUSTER_GATEWAYS notification-server
 # gateways and CLUSTER_SWITCHBOARDS switchboard shards, each its own process, on
 # loopback ports counted up from CLUSTER_BASE_PORT, against BUTTERFLY_DATABASE_URL
 # (Postgres) and BUTTERFLY_REDIS_URL. Migrations run first. For a Redis Cluster, set
 # BUTTERFLY_REDIS_CLUSTER=true and list seed nodes in BUTTERFLY_REDIS_URL, comma-separated.
 #
-# When every process is ready it prints one line per process, "ROLE ADDRESS" (the
-# address clients or other roles connect to), then "http ADDRESS" (every HTTP path
-# clients use), then "ready". Process logs go to CLUSTER_LOG_DIR.
+# When every process is ready it prints one line per role, "ROLE ADDRESS" (the address
+# clients or other roles connect to: gRPC for the address book, HTTP for Passport), then
+# "http ADDRESS" (every HTTP path clients use), then "ready". Process logs go to
+# CLUSTER_LOG_DIR.
 #
 #   BUTTERFLY_DATABASE_URL=postgres://postgres@127.0.0.1/butterfly \
 #   BUTTERFLY_REDIS_URL=redis://127.0.0.1:6379 deploy/local/run-cluster.sh
@@ -92,17 +94,19 @@ wait_ready() {
 # listener I KIND: the address process I printed for KIND ("ns", "sb", "http", "grpc").
 listener() { sed -n "s/^$2 listening on //p" "${outs[$1]}" | head -n 1; }
 
+# The address book (gRPC for the other roles, SOAP over HTTP for clients) and Passport
+# share a process and so one HTTP listener: every HTTP path is at one address.
 alloc
-start addressbook --target addressbook --database-url "$BUTTERFLY_DATABASE_URL" \
-    --grpc-listen "$host:$got"
+grpc_port=$got
+alloc
+start addressbook --target addressbook,passport --database-url "$BUTTERFLY_DATABASE_URL" \
+    --grpc-listen "$host:$grpc_port" --http-listen "$host:$got"
 wait_ready 0
 book_url="http://$(listener 0 grpc)"
 
 # The other roles reach the database only through the address book: they do not
 # inherit its URL.
 unset BUTTERFLY_DATABASE_URL
-alloc
-start passport --target passport --addressbook-url "$book_url" --http-listen "$host:$got"
 for ((i = 0; i < switchboards; i++)); do
     alloc
     start "switchboard-$i" --target switchboard --redis-url "$BUTTERFLY_REDIS_URL" \
@@ -118,14 +122,14 @@ done
 for i in "${!pids[@]}"; do wait_ready "$i"; done
 
 echo "addressbook $(listener 0 grpc)"
-echo "passport $(listener 1 http)"
+echo "passport $(listener 0 http)"
 for i in "${!pids[@]}"; do
     case ${names[$i]} in
     switchboard-*) echo "switchboard $(listener "$i" sb)" ;;
     ns-gateway-*) echo "ns-gateway $(listener "$i" ns)" ;;
     esac
 done
-echo "http $(listener 1 http)"
+echo "http $(listener 0 http)"
 echo "logs $log_dir" >&2
 echo ready
 

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{StatusCode, Uri};
 use axum::routing::get;
+use axum::{Router, ServiceExt};
 use butterfly_bus::{MemoryBus, RedisBus, RedisBusConfig, RedisSwitchboards, ShardRegistration};
 use butterfly_core::bus::Bus;
 use butterfly_core::store::Store;
@@ -29,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
+use tower::ServiceExt as _;
+use tower::util::MapRequest;
 
 pub use roles::{Role, Roles};
 pub use settings::Settings;
@@ -152,7 +155,8 @@ pub struct Running {
     pub ns: Option<SocketAddr>,
     /// Switchboard (switchboard role).
     pub sb: Option<SocketAddr>,
-    /// HTTP: Passport nexus and login (passport role).
+    /// HTTP: Passport nexus and login (passport role) and the address-book SOAP services
+    /// (addressbook role).
     pub http: Option<SocketAddr>,
     /// Address-book gRPC (addressbook role, when it runs apart from the others).
     pub grpc: Option<SocketAddr>,
@@ -313,7 +317,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         true => Some(bind(&settings.sb_listen, "switchboard").await?),
         false => None,
     };
-    let http_listener = match roles.has(Role::Passport) {
+    // One HTTP listener serves the HTTP roles of this process: Passport and the
+    // address-book SOAP services.
+    let http_listener = match roles.has(Role::Passport) || roles.has(Role::AddressBook) {
         true => Some(bind(&settings.http_listen, "HTTP").await?),
         false => None,
     };
@@ -409,20 +415,31 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     }
 
     if let Some(listener) = http_listener {
-        let passport = butterfly_passport::router(
-            // Clients reach login2.srf over HTTPS on port 443 (they prepend https:// to
-            // DALogin), through the deployment's TLS terminator in front of this listener.
-            butterfly_passport::Config {
-                public_host: public_host.clone(),
-            },
-            butterfly_passport::Deps {
+        let mut router = Router::new();
+        if roles.has(Role::Passport) {
+            router = router.merge(butterfly_passport::router(
+                // Clients reach login2.srf over HTTPS on port 443 (they prepend https://
+                // to DALogin), through the deployment's TLS terminator in front of this
+                // listener.
+                butterfly_passport::Config {
+                    public_host: public_host.clone(),
+                },
+                butterfly_passport::Deps {
+                    store: store.clone(),
+                    tickets: tickets.clone(),
+                },
+            ));
+        }
+        if roles.has(Role::AddressBook) {
+            router = router.merge(butterfly_addressbook::router(butterfly_addressbook::Deps {
                 store: store.clone(),
                 tickets: tickets.clone(),
-            },
-        );
+            }));
+        }
+        let app = case_insensitive(router);
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(listener, passport)
+            let serve = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
                 .with_graceful_shutdown(async move { token.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP listener failed");
@@ -470,6 +487,34 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     })
 }
 
+/// The HTTP routers of this process behind one layer that lower-cases every request path
+/// (the query is kept): clients differ in the case of the paths they ask for
+/// (`/abservice/SharingService.asmx`, `/RST.srf`, …), so every route is registered in
+/// lower case. The layer wraps the merged router rather than being one of its layers,
+/// because a router's own layers run after it has routed.
+fn case_insensitive(router: Router) -> MapRequest<Router, fn(Request) -> Request> {
+    router.map_request(lower_case_path as fn(Request) -> Request)
+}
+
+fn lower_case_path(mut request: Request) -> Request {
+    let uri = request.uri();
+    if !uri.path().bytes().any(|b| b.is_ascii_uppercase()) {
+        return request;
+    }
+    let mut path_and_query = uri.path().to_ascii_lowercase();
+    if let Some(query) = uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    // A lower-cased valid path is still a valid path.
+    parts.path_and_query = path_and_query.parse().ok();
+    if let Ok(lowered) = Uri::from_parts(parts) {
+        *request.uri_mut() = lowered;
+    }
+    request
+}
+
 /// `/livez` (the process answers; never depends on Redis or Postgres), `/readyz`
 /// (accepting work: false while draining, and while the Redis bus, if any, cannot
 /// deliver events), `/metrics` (Prometheus text).
@@ -504,4 +549,29 @@ fn admin_router(
             "/metrics",
             get(|| async { butterfly_core::metrics::global().render() }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+
+    use super::*;
+
+    #[test]
+    fn paths_are_lower_cased_and_queries_kept() {
+        let lowered = |uri: &str| {
+            let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            lower_case_path(request).uri().to_string()
+        };
+        assert_eq!(
+            lowered("/ABService/SharingService.asmx"),
+            "/abservice/sharingservice.asmx"
+        );
+        assert_eq!(lowered("/Login2.SRF?Ret=X%2FY"), "/login2.srf?Ret=X%2FY");
+        assert_eq!(lowered("/rdr/pprdr.asp"), "/rdr/pprdr.asp");
+        assert_eq!(
+            lowered("http://Host.Example/A?b=C"),
+            "http://Host.Example/a?b=C"
+        );
+    }
 }

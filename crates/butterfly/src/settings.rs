@@ -43,7 +43,7 @@ pub struct ServeArgs {
     /// Switchboard listen address.
     #[arg(long, env = "BUTTERFLY_SB_LISTEN")]
     pub sb_listen: Option<String>,
-    /// HTTP listen address (Passport nexus and login).
+    /// HTTP listen address (Passport nexus and login, address-book SOAP services).
     #[arg(long, env = "BUTTERFLY_HTTP_LISTEN")]
     pub http_listen: Option<String>,
     /// Admin listen address: /livez, /readyz, /metrics.

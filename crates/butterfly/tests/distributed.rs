@@ -919,6 +919,18 @@ async fn the_local_cluster_script_starts_a_network_that_works() {
             .expect("ROLE ADDRESS")
     };
     let (gw0, gw1, http) = (addr(4), addr(5), addr(6));
+    assert_eq!(addr(1), http, "Passport is at the one HTTP address");
+    // The address-book SOAP services are there too (in any path case): without a
+    // ticket they refuse (403) rather than being missing (404).
+    assert_eq!(
+        post_status(
+            http,
+            "/ABService/SharingService.asmx",
+            "<Envelope><Body><FindMembership/></Body></Envelope>"
+        )
+        .await,
+        403
+    );
 
     for (email, name) in [("alice@example.com", "Alice"), ("bob@example.com", "Bob")] {
         let out = std::process::Command::new(BIN)
@@ -955,6 +967,28 @@ async fn the_local_cluster_script_starts_a_network_that_works() {
         "the script did not stop cleanly: {status:?}"
     );
     services.clean_up(&database, &prefix);
+}
+
+/// POST `body` to `path` over HTTP/1.1; the response status.
+async fn post_status(addr: SocketAddr, path: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    String::from_utf8_lossy(&raw)
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line")
 }
 
 /// Kills a process group when dropped (a test that fails part-way leaves nothing behind).

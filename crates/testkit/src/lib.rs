@@ -13,6 +13,7 @@ mod network;
 mod proxy;
 pub mod rst;
 mod services;
+pub mod soap;
 
 pub use client::{Client, line, line_of, passport_login};
 pub use cluster::TestCluster;

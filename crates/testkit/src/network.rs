@@ -158,6 +158,9 @@ impl Network {
                     &addressbook_db,
                     "--grpc-listen",
                     "127.0.0.1:0",
+                    // Its SOAP services (not used by these tests yet).
+                    "--http-listen",
+                    "127.0.0.1:0",
                 ],
             )
             .await;

@@ -1,0 +1,102 @@
+//! The address-book SOAP services of Windows Live Messenger 8.0–2009 (MSNP13–18), on the
+//! addressbook role's HTTP listener (spec: issue 4 §3; SOAP.md §2):
+//!
+//! - `POST /abservice/SharingService.asmx` — `FindMembership`: the allow, block, reverse
+//!   and pending lists as memberships of the Messenger service.
+//! - `POST /abservice/abservice.asmx` — `ABFindAll` (MSNP13–15) and `ABFindContactsPaged`
+//!   (MSNP16–18): groups, forward-list contacts under the same GUIDs MSNP10–12 clients see
+//!   as `C=`, and the `Me` contact carrying the user's settings.
+//!
+//! Requests are SOAP 1.1 read by local name (any namespace prefix), at most
+//! [`MAX_BODY_BYTES`] (larger → HTTP 413), with no document type declarations; the action
+//! is the first child of the body. Each request carries a contacts-service ticket
+//! (`ABAuthHeader/TicketToken`, `t=<token>&p=`); without a valid one the answer is HTTP
+//! 403. Unreadable requests and unknown actions get a SOAP fault (HTTP 500).
+//!
+//! Not yet: the edits (`AddMember`, `DeleteMember`, `ABContact*`, `ABGroup*`) and what
+//! they must tell signed-in sessions, and **deltas**. The store keeps no change stamps and
+//! no tombstones, so every answer is a full one: a request with `deltasOnly` true (and a
+//! `lastChange` other than "never") gets the `FullSyncRequired` fault and the client asks
+//! again for everything. Real deltas need a migration adding per-row change times and
+//! tombstones (spec §3.7). Until then every `lastChange` is the time of the answer, which
+//! is always newer than anything the client cached, as clients require.
+//!
+//! Architecture invariant: accounts and lists come only through the [`Store`] port and
+//! tickets only through the [`Tickets`] port, so this crate knows no database and no
+//! ticket format. It does not terminate TLS, and it never logs ticket contents.
+//!
+//! Paths are case-insensitive because the binary lower-cases every path in front of the
+//! merged HTTP router; the routes here are the lower-case forms, and this router sets no
+//! fallback (axum allows only one per merged router).
+
+mod abservice;
+mod handlers;
+mod sharing;
+mod soap;
+mod xml;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::post;
+use butterfly_core::account::{Account, UserId};
+use butterfly_core::lists::Roster;
+use butterfly_core::store::Store;
+use butterfly_core::tickets::Tickets;
+use uuid::Uuid;
+
+/// ABService, as routed (lower case; clients write `/abservice/abservice.asmx`).
+pub const AB_SERVICE_PATH: &str = "/abservice/abservice.asmx";
+/// SharingService, as routed (clients write `/abservice/SharingService.asmx`).
+pub const SHARING_SERVICE_PATH: &str = "/abservice/sharingservice.asmx";
+
+/// Largest request body accepted; a larger one is answered 413. The biggest address-book
+/// request (an `ABContactAdd` of many contacts) is far smaller.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the address-book services need from the rest of the system.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub tickets: Arc<dyn Tickets>,
+}
+
+/// The address-book HTTP routes; the binary merges this into the HTTP listener's router,
+/// behind its path-lower-casing layer.
+pub fn router(deps: Deps) -> Router {
+    let state = Arc::new(handlers::Shared { deps });
+    Router::new()
+        .route(AB_SERVICE_PATH, post(handlers::ab_service))
+        .route(SHARING_SERVICE_PATH, post(handlers::sharing_service))
+        .with_state(state)
+}
+
+/// Namespace of the `Me` contact GUIDs (a fixed random UUID; changing it would change
+/// every client's view of itself).
+const ME_NAMESPACE: Uuid = Uuid::from_u128(0x3e00dbf2_aedd_46cb_b9b6_a6fd9fc590c0);
+
+/// The `contactId` of a user's `Me` contact: a name-based UUID (v5) of the user id, so it
+/// is stable without a stored column.
+pub fn me_contact_id(user: UserId) -> Uuid {
+    Uuid::new_v5(&ME_NAMESPACE, &user.0.to_be_bytes())
+}
+
+/// What one answer is made from: the signed-in owner, their roster, and the time of the
+/// answer (every `lastChange`, see the crate docs).
+pub(crate) struct Snapshot {
+    pub(crate) owner: Account,
+    pub(crate) roster: Roster,
+    pub(crate) now: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn me_contact_ids_are_stable_and_distinct() {
+        assert_eq!(me_contact_id(UserId(1)), me_contact_id(UserId(1)));
+        assert_ne!(me_contact_id(UserId(1)), me_contact_id(UserId(2)));
+        assert_eq!(me_contact_id(UserId(1)).get_version_num(), 5);
+    }
+}

@@ -1,0 +1,1052 @@
+//! The address-book services over real HTTP/1.1: the router on 127.0.0.1:0, a SQLite store
+//! in a temporary directory with lists built through `Store::edit`, JWT tickets, and a
+//! hand-written client on a TcpStream. Responses are parsed as XML and checked field by
+//! field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use butterfly_addressbook::{AB_SERVICE_PATH, Deps, MAX_BODY_BYTES, SHARING_SERVICE_PATH};
+use butterfly_core::account::{Account, Email, NewAccount, PasswordCost};
+use butterfly_core::ids::{self, Role};
+use butterfly_core::lists::{ContactRef, GroupRef, Gtc, List, ListOp, Privacy, Roster};
+use butterfly_core::store::Store;
+use butterfly_core::tickets::{JwtTickets, Service, Tickets};
+use butterfly_store::SqliteStore;
+use quick_xml::events::Event;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+const HOST: &str = "contacts.example.com";
+
+// ---------------------------------------------------------------- XML tree (test side)
+
+/// An element of a response: local name, attributes (by local name), trimmed text,
+/// children.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    name: String,
+    attrs: Vec<(String, String)>,
+    text: String,
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn parse(xml: &str) -> Node {
+        let mut reader = quick_xml::Reader::from_str(xml);
+        let mut stack: Vec<Node> = vec![Node::default()];
+        loop {
+            match reader.read_event().expect("well-formed response XML") {
+                Event::Start(s) => stack.push(Node::open(&s)),
+                Event::Empty(s) => {
+                    let n = Node::open(&s);
+                    stack.last_mut().unwrap().children.push(n);
+                }
+                Event::End(_) => {
+                    let mut n = stack.pop().unwrap();
+                    n.text = n.text.trim().to_owned();
+                    stack.last_mut().unwrap().children.push(n);
+                }
+                Event::Text(t) => stack.last_mut().unwrap().text.push_str(&t.xml10_content()),
+                Event::GeneralRef(r) => {
+                    let s = quick_xml::escape::resolve_predefined_entity(&r).expect("known entity");
+                    stack.last_mut().unwrap().text.push_str(s);
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        assert_eq!(stack.len(), 1, "unclosed elements");
+        let mut doc = stack.pop().unwrap();
+        assert_eq!(doc.children.len(), 1, "one root element");
+        doc.children.pop().unwrap()
+    }
+
+    fn open(s: &quick_xml::events::BytesStart<'_>) -> Node {
+        Node {
+            name: s.local_name().as_ref().to_owned(),
+            attrs: s
+                .attributes()
+                .map(|a| {
+                    let a = a.expect("well-formed attribute");
+                    let value = a
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .expect("attribute value")
+                        .into_owned();
+                    (a.key.local_name().as_ref().to_owned(), value)
+                })
+                .collect(),
+            ..Node::default()
+        }
+    }
+
+    /// The one child called `name` (panics when there is none).
+    fn get(&self, name: &str) -> &Node {
+        self.opt(name)
+            .unwrap_or_else(|| panic!("<{}> has no <{name}>: {self:#?}", self.name))
+    }
+
+    fn opt(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    fn at(&self, path: &[&str]) -> &Node {
+        path.iter().fold(self, |n, p| n.get(p))
+    }
+
+    fn text_of(&self, path: &[&str]) -> &str {
+        &self.at(path).text
+    }
+
+    fn all(&self, name: &str) -> Vec<&Node> {
+        self.children.iter().filter(|c| c.name == name).collect()
+    }
+
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn child_names(&self) -> Vec<&str> {
+        self.children.iter().map(|c| c.name.as_str()).collect()
+    }
+}
+
+// ---------------------------------------------------------------- HTTP client
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The SOAP body's single element (the response or the fault).
+    fn body_element(&self) -> Node {
+        let env = Node::parse(&self.body);
+        assert_eq!(env.name, "Envelope", "{}", self.body);
+        let body = env.get("Body");
+        assert_eq!(body.children.len(), 1, "{}", self.body);
+        body.children[0].clone()
+    }
+
+    fn envelope(&self) -> Node {
+        Node::parse(&self.body)
+    }
+}
+
+/// Send a raw request (the head is written as given, then `body`) and read to the end.
+async fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(body).await.expect("write body");
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of the response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("UTF-8 body"),
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap(), 16)
+            .expect("hex chunk size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+async fn post(addr: SocketAddr, path: &str, action: &str, body: &str) -> Response {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\
+         Content-Type: text/xml; charset=utf-8\r\n\
+         SOAPAction: \"http://www.msn.com/webservices/AddressBook/{action}\"\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    exchange(addr, &head, body.as_bytes()).await
+}
+
+/// A request envelope as WLM writes it (prefixed envelope, default-namespaced header and
+/// body elements), with `ticket` as the TicketToken (XML-escaped here) if given.
+fn envelope(ticket: Option<&str>, action_xml: &str) -> String {
+    let auth = match ticket {
+        Some(t) => format!(
+            "<ABAuthHeader xmlns=\"http://www.msn.com/webservices/AddressBook\">\
+             <ManagedGroupRequest>false</ManagedGroupRequest>\
+             <TicketToken>{}</TicketToken></ABAuthHeader>",
+            t.replace('&', "&amp;")
+        ),
+        None => String::new(),
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
+         <soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+           xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\
+         <soap:Header>\
+          <ABApplicationHeader xmlns=\"http://www.msn.com/webservices/AddressBook\">\
+           <ApplicationId>AAD9B99B-58E6-4F23-B975-D9EC1F9EC24A</ApplicationId>\
+           <IsMigration>false</IsMigration><PartnerScenario>Initial</PartnerScenario>\
+          </ABApplicationHeader>{auth}\
+         </soap:Header>\
+         <soap:Body>{action_xml}</soap:Body></soap:Envelope>"
+    )
+}
+
+const FIND_MEMBERSHIP: &str = "<FindMembership xmlns=\"http://www.msn.com/webservices/AddressBook\">\
+    <serviceFilter><Types><ServiceType>Messenger</ServiceType><ServiceType>Invitation</ServiceType>\
+    </Types></serviceFilter><View>Full</View></FindMembership>";
+const AB_FIND_ALL: &str = "<ABFindAll xmlns=\"http://www.msn.com/webservices/AddressBook\">\
+    <abId>00000000-0000-0000-0000-000000000000</abId><abView>Full</abView>\
+    <deltasOnly>false</deltasOnly><lastChange>0001-01-01T00:00:00.0000000-08:00</lastChange>\
+    <dynamicItemView>Gleam</dynamicItemView></ABFindAll>";
+const AB_FIND_CONTACTS_PAGED: &str = "<ABFindContactsPaged xmlns=\"http://www.msn.com/webservices/AddressBook\">\
+    <filterOptions><DeltasOnly>false</DeltasOnly><LastChanged>0001-01-01T00:00:00</LastChanged>\
+    <ContactFilter><IncludeHiddenContacts>true</IncludeHiddenContacts></ContactFilter></filterOptions>\
+    <abView>MessengerClient8</abView><extendedContent>AB AllGroups CircleResult</extendedContent>\
+    </ABFindContactsPaged>";
+
+// ---------------------------------------------------------------- server and data
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "butterfly-addressbook-{}-{}-{:x}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Bob's world: his lists hold alice (FL in two groups, AL), carol (FL, no group, a
+/// nickname), dave (BL only); alice and eve have bob on their FL (so both are on his RL).
+/// Bob's privacy is "only people on my AL" and he is not asked when added.
+struct Server {
+    addr: SocketAddr,
+    store: Arc<SqliteStore>,
+    tickets: Arc<JwtTickets>,
+    bob: Account,
+    alice: Account,
+    carol: Account,
+    dave: Account,
+    eve: Account,
+    _dir: TempDir,
+}
+
+impl Server {
+    fn ticket(&self, who: &Account, service: Service) -> String {
+        format!(
+            "t={}&p=",
+            self.tickets.issue_service(who.id, &who.email, service)
+        )
+    }
+
+    fn bob_ticket(&self) -> String {
+        self.ticket(&self.bob, Service::Contacts)
+    }
+
+    async fn bob_roster(&self) -> Roster {
+        self.store.roster(self.bob.id).await.unwrap()
+    }
+}
+
+const CHEAP: PasswordCost = PasswordCost {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
+async fn start() -> Server {
+    let dir = TempDir::new();
+    let store = Arc::new(
+        SqliteStore::open(&dir.0.join("butterfly.db"))
+            .await
+            .unwrap(),
+    );
+    let tickets = Arc::new(JwtTickets::new("k1", SECRET));
+    let add = async |email: &str, name: &str| {
+        store
+            .create_account(NewAccount {
+                email: Email::parse(email).unwrap(),
+                friendly_name: name.into(),
+                password_hash: CHEAP.hash("pw").unwrap(),
+                legacy_md5: None,
+            })
+            .await
+            .unwrap()
+    };
+    let bob = add("bob@example.com", "Bob & <Co>").await;
+    let alice = add("alice@example.com", "Alice Ally").await;
+    let carol = add("carol@example.com", "Carol").await;
+    let dave = add("dave@example.com", "Dave").await;
+    let eve = add("eve@example.com", "Eve").await;
+
+    let edit = async |owner: &Account, op: ListOp| {
+        store
+            .edit(owner.id, op)
+            .await
+            .expect("store up")
+            .expect("edit allowed")
+    };
+    let by_email = |a: &Account| ContactRef::Email(a.email.clone());
+    let add_to = |list: List, who: &Account, group: Option<GroupRef>| ListOp::Add {
+        list,
+        target: by_email(who),
+        group,
+    };
+    let friends = edit(
+        &bob,
+        ListOp::AddGroup {
+            name: "Friends".into(),
+        },
+    )
+    .await
+    .group
+    .unwrap();
+    let work = edit(
+        &bob,
+        ListOp::AddGroup {
+            name: "Work & Play".into(),
+        },
+    )
+    .await
+    .group
+    .unwrap();
+    edit(
+        &bob,
+        add_to(List::Forward, &alice, Some(GroupRef::Guid(friends.guid))),
+    )
+    .await;
+    edit(
+        &bob,
+        add_to(List::Forward, &alice, Some(GroupRef::Guid(work.guid))),
+    )
+    .await;
+    edit(&bob, add_to(List::Allow, &alice, None)).await;
+    let carol_row = edit(&bob, add_to(List::Forward, &carol, None))
+        .await
+        .contact
+        .unwrap();
+    edit(
+        &bob,
+        ListOp::SetNickname {
+            contact: carol_row.guid,
+            name: "Caz <3".into(),
+        },
+    )
+    .await;
+    edit(&bob, add_to(List::Block, &dave, None)).await;
+    edit(&alice, add_to(List::Forward, &bob, None)).await;
+    edit(&eve, add_to(List::Forward, &bob, None)).await;
+    edit(&bob, ListOp::SetPrivacy(Privacy::BlockAll)).await;
+    edit(&bob, ListOp::SetGtc(Gtc::NoAsk)).await;
+
+    let router = butterfly_addressbook::router(Deps {
+        store: store.clone(),
+        tickets: tickets.clone(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Server {
+        addr,
+        store,
+        tickets,
+        bob,
+        alice,
+        carol,
+        dave,
+        eve,
+        _dir: dir,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.fffZ`.
+fn is_millis_timestamp(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
+    b.len() == 24
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..23)
+        && b[23] == b'Z'
+}
+
+/// Checks the parts every success shares: 200, text/xml, the ServiceHeader. Returns the
+/// body's response element, named `{action}Response`.
+fn success(r: &Response, action: &str) -> Node {
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/xml; charset=utf-8"));
+    assert!(
+        r.body
+            .starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>")
+    );
+    let env = r.envelope();
+    let sh = env.at(&["Header", "ServiceHeader"]);
+    assert_eq!(sh.text_of(&["Version"]), "15.01.1408.0000");
+    assert!(!sh.text_of(&["CacheKey"]).is_empty());
+    assert_eq!(sh.text_of(&["CacheKeyChanged"]), "true");
+    assert_eq!(sh.text_of(&["PreferredHostName"]), HOST);
+    assert!(Uuid::parse_str(sh.text_of(&["SessionId"])).is_ok());
+    let resp = r.body_element();
+    assert_eq!(resp.name, format!("{action}Response"));
+    assert_eq!(
+        resp.attr("xmlns"),
+        Some("http://www.msn.com/webservices/AddressBook")
+    );
+    resp
+}
+
+/// Checks a fault: status, faultcode, and `detail/errorcode` when expected. Returns the
+/// faultstring.
+fn fault(r: &Response, status: u16, errorcode: Option<&str>) -> String {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/xml; charset=utf-8"));
+    let f = r.body_element();
+    assert_eq!(f.name, "Fault", "{}", r.body);
+    assert_eq!(f.text_of(&["faultcode"]), "soap:Client");
+    match errorcode {
+        Some(code) => {
+            assert_eq!(f.text_of(&["detail", "errorcode"]), code);
+            assert_eq!(
+                f.text_of(&["detail", "errorstring"]),
+                f.text_of(&["faultstring"])
+            );
+        }
+        None => assert!(f.opt("detail").is_none(), "{}", r.body),
+    }
+    f.text_of(&["faultstring"]).to_owned()
+}
+
+// ---------------------------------------------------------------- FindMembership
+
+#[tokio::test]
+async fn find_membership_lists_each_role_with_its_members_and_ids() {
+    let s = start().await;
+    let r = post(
+        s.addr,
+        SHARING_SERVICE_PATH,
+        "FindMembership",
+        &envelope(Some(&s.bob_ticket()), FIND_MEMBERSHIP),
+    )
+    .await;
+    let resp = success(&r, "FindMembership");
+    let result = resp.get("FindMembershipResult");
+    let services = result.get("Services").all("Service");
+    assert_eq!(services.len(), 1, "only the Messenger service");
+    let service = services[0];
+    assert_eq!(service.text_of(&["Info", "Handle", "Id"]), "1");
+    assert_eq!(service.text_of(&["Info", "Handle", "Type"]), "Messenger");
+    assert_eq!(service.text_of(&["Deleted"]), "false");
+    assert!(is_millis_timestamp(service.text_of(&["LastChange"])));
+
+    let memberships = service.get("Memberships").all("Membership");
+    let roles: Vec<&str> = memberships
+        .iter()
+        .map(|m| m.text_of(&["MemberRole"]))
+        .collect();
+    assert_eq!(roles, ["Allow", "Block", "Reverse", "Pending"]);
+    let expected: [(Role, Vec<&Account>); 4] = [
+        (Role::Allow, vec![&s.alice]),
+        (Role::Block, vec![&s.dave]),
+        (Role::Reverse, vec![&s.alice, &s.eve]),
+        // Nothing puts anyone on PL yet.
+        (Role::Pending, vec![]),
+    ];
+    for (m, (role, accounts)) in memberships.iter().zip(expected) {
+        assert_eq!(m.text_of(&["MembershipIsComplete"]), "true");
+        let mut members = m.get("Members").all("Member");
+        members.sort_by_key(|n| n.text_of(&["PassportName"]).to_owned());
+        assert_eq!(members.len(), accounts.len(), "{role:?}: {members:#?}");
+        for (member, account) in members.iter().zip(accounts) {
+            assert_eq!(member.attr("type"), Some("PassportMember"));
+            let id = ids::membership_id(account.id, role).unwrap();
+            assert_eq!(member.text_of(&["MembershipId"]), id.to_string());
+            assert_eq!(
+                ids::parse_membership_id(member.text_of(&["MembershipId"])),
+                Some((account.id, role))
+            );
+            assert_eq!(member.text_of(&["Type"]), "Passport");
+            assert_eq!(member.text_of(&["State"]), "Accepted");
+            assert_eq!(member.text_of(&["Deleted"]), "false");
+            assert_eq!(member.text_of(&["PassportName"]), account.email.as_str());
+            assert_eq!(member.text_of(&["IsPassportNameHidden"]), "false");
+            assert_eq!(member.text_of(&["CID"]), ids::cid(account.id).to_string());
+            assert!(is_millis_timestamp(member.text_of(&["LastChanged"])));
+        }
+    }
+
+    let owner = result.at(&["OwnerNamespace", "Info"]);
+    assert_eq!(
+        owner.text_of(&["Handle", "Id"]),
+        "00000000-0000-0000-0000-000000000000"
+    );
+    assert_eq!(
+        owner.text_of(&["CreatorCID"]),
+        ids::cid(s.bob.id).to_string()
+    );
+    assert_eq!(owner.text_of(&["CreatorPassportName"]), "bob@example.com");
+}
+
+// ---------------------------------------------------------------- ABFindAll / paged
+
+/// The address book as clients read it, from either action's result.
+struct Book<'a> {
+    groups: Vec<&'a Node>,
+    contacts: Vec<&'a Node>,
+    record: &'a Node,
+}
+
+fn contact_with_email<'a>(book: &Book<'a>, email: &str) -> Option<&'a Node> {
+    book.contacts
+        .iter()
+        .find(|c| c.text_of(&["contactInfo", "passportName"]) == email)
+        .copied()
+}
+
+fn annotations(contact_info: &Node) -> Vec<(String, String)> {
+    contact_info
+        .opt("annotations")
+        .map(|a| {
+            a.all("Annotation")
+                .iter()
+                .map(|n| (n.text_of(&["Name"]).into(), n.text_of(&["Value"]).into()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What both actions must say about bob's address book.
+async fn check_book(s: &Server, book: &Book<'_>) {
+    let roster = s.bob_roster().await;
+    // Groups: both of bob's, with their stored GUIDs.
+    let groups: Vec<(String, String)> = book
+        .groups
+        .iter()
+        .map(|g| {
+            assert_eq!(g.text_of(&["fDeleted"]), "false");
+            assert_eq!(
+                g.text_of(&["groupInfo", "groupType"]),
+                "c8529ce2-6ead-434d-881f-341e17db3ff8"
+            );
+            (
+                g.text_of(&["groupId"]).to_owned(),
+                g.text_of(&["groupInfo", "name"]).to_owned(),
+            )
+        })
+        .collect();
+    let stored: Vec<(String, String)> = roster
+        .groups
+        .iter()
+        .map(|g| (g.guid.to_string(), g.name.clone()))
+        .collect();
+    assert_eq!(groups, stored);
+    assert_eq!(
+        stored.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
+        ["Friends", "Work & Play"]
+    );
+
+    // Contacts: the FL (alice, carol) and Me; not dave (BL only) nor eve (RL only).
+    assert_eq!(book.contacts.len(), 3, "{:#?}", book.contacts);
+    assert!(contact_with_email(book, "dave@example.com").is_none());
+    assert!(contact_with_email(book, "eve@example.com").is_none());
+    for (account, groups) in [
+        (&s.alice, vec!["Friends", "Work & Play"]),
+        (&s.carol, vec![]),
+    ] {
+        let c = contact_with_email(book, account.email.as_str()).expect("FL contact listed");
+        let row = roster.contact(&account.email).unwrap();
+        assert_eq!(c.text_of(&["contactId"]), row.guid.to_string());
+        assert_eq!(c.text_of(&["fDeleted"]), "false");
+        assert!(is_millis_timestamp(c.text_of(&["lastChange"])));
+        let info = c.get("contactInfo");
+        assert_eq!(info.text_of(&["contactType"]), "Regular");
+        assert_eq!(info.text_of(&["displayName"]), account.friendly_name);
+        assert_eq!(info.text_of(&["quickName"]), account.friendly_name);
+        assert_eq!(info.text_of(&["CID"]), ids::cid(account.id).to_string());
+        assert_eq!(info.text_of(&["isMessengerUser"]), "true");
+        let group_ids: Vec<&str> = info
+            .opt("groupIds")
+            .map(|g| g.all("guid").iter().map(|n| n.text.as_str()).collect())
+            .unwrap_or_default();
+        let expected: Vec<String> = groups
+            .iter()
+            .map(|name| {
+                roster
+                    .groups
+                    .iter()
+                    .find(|g| g.name == *name)
+                    .unwrap()
+                    .guid
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(group_ids, expected, "{}", account.email);
+        // groupIds only when in a group.
+        assert_eq!(info.opt("groupIds").is_some(), !groups.is_empty());
+    }
+    let carol = contact_with_email(book, "carol@example.com").unwrap();
+    assert_eq!(
+        annotations(carol.get("contactInfo")),
+        [("AB.NickName".to_owned(), "Caz <3".to_owned())]
+    );
+    let alice = contact_with_email(book, "alice@example.com").unwrap();
+    assert!(alice.get("contactInfo").opt("annotations").is_none());
+
+    // Me: bob himself, with his settings as annotations.
+    let me = contact_with_email(book, "bob@example.com").expect("Me contact");
+    let me_id = butterfly_addressbook::me_contact_id(s.bob.id);
+    assert_eq!(me.text_of(&["contactId"]), me_id.to_string());
+    assert!(roster.contacts.iter().all(|c| c.guid != me_id));
+    let info = me.get("contactInfo");
+    assert_eq!(info.text_of(&["contactType"]), "Me");
+    assert_eq!(info.text_of(&["displayName"]), "Bob & <Co>");
+    assert_eq!(info.text_of(&["CID"]), ids::cid(s.bob.id).to_string());
+    let ann = annotations(info);
+    let value = |name: &str| {
+        ann.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {name} annotation: {ann:?}"))
+    };
+    assert_eq!(value("MSN.IM.BLP"), "2", "BLP BL");
+    assert_eq!(value("MSN.IM.GTC"), "2", "GTC N");
+    assert_eq!(value("MSN.IM.MBEA"), "0");
+
+    // The address book's own record.
+    assert_eq!(
+        book.record.text_of(&["abId"]),
+        "00000000-0000-0000-0000-000000000000"
+    );
+    assert_eq!(
+        book.record.text_of(&["abInfo", "OwnerCID"]),
+        ids::cid(s.bob.id).to_string()
+    );
+    assert_eq!(
+        book.record.text_of(&["abInfo", "ownerEmail"]),
+        "bob@example.com"
+    );
+    assert!(is_millis_timestamp(book.record.text_of(&["lastChange"])));
+}
+
+#[tokio::test]
+async fn ab_find_all_lists_me_the_forward_list_and_the_groups() {
+    let s = start().await;
+    let r = post(
+        s.addr,
+        AB_SERVICE_PATH,
+        "ABFindAll",
+        &envelope(Some(&s.bob_ticket()), AB_FIND_ALL),
+    )
+    .await;
+    let resp = success(&r, "ABFindAll");
+    let result = resp.get("ABFindAllResult");
+    assert_eq!(result.child_names(), ["groups", "contacts", "ab"]);
+    let book = Book {
+        groups: result.get("groups").all("Group"),
+        contacts: result.get("contacts").all("Contact"),
+        record: result.get("ab"),
+    };
+    check_book(&s, &book).await;
+}
+
+#[tokio::test]
+async fn ab_find_contacts_paged_adds_the_circle_ticket() {
+    let s = start().await;
+    let r = post(
+        s.addr,
+        AB_SERVICE_PATH,
+        "ABFindContactsPaged",
+        &envelope(Some(&s.bob_ticket()), AB_FIND_CONTACTS_PAGED),
+    )
+    .await;
+    let resp = success(&r, "ABFindContactsPaged");
+    let result = resp.get("ABFindContactsPagedResult");
+    assert_eq!(
+        result.child_names(),
+        ["Groups", "Contacts", "CircleResult", "Ab"]
+    );
+    let book = Book {
+        groups: result.get("Groups").all("Group"),
+        contacts: result.get("Contacts").all("Contact"),
+        record: result.get("Ab"),
+    };
+    check_book(&s, &book).await;
+    assert_eq!(book.record.text_of(&["abInfo", "ProfileVersion"]), "0");
+
+    // The circle ticket: a SignedTicket (as escaped text) for bob's CID, in no circle,
+    // signed with the server's key.
+    let signed = Node::parse(result.text_of(&["CircleResult", "CircleTicket"]));
+    assert_eq!(signed.name, "SignedTicket");
+    let data = signed.text_of(&["Data"]);
+    let ticket = String::from_utf8(BASE64.decode(data).unwrap()).unwrap();
+    let ticket = Node::parse(&ticket);
+    assert_eq!(ticket.name, "Ticket");
+    assert_eq!(ticket.text_of(&["CID"]), ids::cid(s.bob.id).to_string());
+    assert!(ticket.opt("Circle").is_none());
+    assert_eq!(signed.text_of(&["Sig"]), s.tickets.circle_signature(data));
+}
+
+// ---------------------------------------------------------------- deltas
+
+#[tokio::test]
+async fn delta_requests_are_told_to_sync_in_full() {
+    let s = start().await;
+    let t = s.bob_ticket();
+    let since = "2024-05-01T10:00:00.123Z";
+    let cases = [
+        (
+            SHARING_SERVICE_PATH,
+            "FindMembership",
+            // papyon's spacing: values are trimmed.
+            format!(
+                "<FindMembership><View>Full</View><deltasOnly>\n true\n</deltasOnly>\
+                 <lastChange>{since}</lastChange></FindMembership>"
+            ),
+        ),
+        (
+            AB_SERVICE_PATH,
+            "ABFindAll",
+            format!(
+                "<ABFindAll><abId>00000000-0000-0000-0000-000000000000</abId>\
+                 <deltasOnly>true</deltasOnly><lastChange>{since}</lastChange></ABFindAll>"
+            ),
+        ),
+        (
+            AB_SERVICE_PATH,
+            "ABFindContactsPaged",
+            format!(
+                "<ABFindContactsPaged><filterOptions><DeltasOnly>true</DeltasOnly>\
+                 <LastChanged>{since}</LastChanged></filterOptions></ABFindContactsPaged>"
+            ),
+        ),
+    ];
+    for (path, action, body) in cases {
+        let r = post(s.addr, path, action, &envelope(Some(&t), &body)).await;
+        let text = fault(&r, 500, Some("FullSyncRequired"));
+        assert_eq!(
+            text,
+            format!("Need to do full sync. Can't sync deltas Client Change Time : {since}")
+        );
+        let f = r.body_element();
+        assert_eq!(
+            f.text_of(&["faultactor"]),
+            format!("http://www.msn.com/webservices/AddressBook/{action}")
+        );
+    }
+    // A delta since "never" is the whole book.
+    let r = post(
+        s.addr,
+        SHARING_SERVICE_PATH,
+        "FindMembership",
+        &envelope(
+            Some(&t),
+            "<FindMembership><deltasOnly>true</deltasOnly>\
+             <lastChange>0001-01-01T00:00:00.0000000-08:00</lastChange></FindMembership>",
+        ),
+    )
+    .await;
+    let resp = success(&r, "FindMembership");
+    let allow = &resp
+        .at(&["FindMembershipResult", "Services", "Service", "Memberships"])
+        .all("Membership")[0];
+    assert_eq!(allow.get("Members").all("Member").len(), 1);
+}
+
+// ---------------------------------------------------------------- tickets
+
+/// A contacts-service JWT as `JwtTickets` makes them, with the given expiry. Used for
+/// the expired case: a zero-lifetime ticket from `JwtTickets::with_ttls` stays valid for
+/// the rest of the second it was issued in, and tests do not sleep.
+fn contacts_jwt(account: &Account, exp: u64) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let claims = serde_json::json!({
+        "sub": account.email.as_str(),
+        "uid": account.id.0,
+        "aud": "butterfly-ab",
+        "exp": exp,
+    });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn requests_without_a_good_contacts_ticket_are_refused() {
+    let s = start().await;
+    let forger = JwtTickets::new("k1", b"another key another key another!");
+    let far_future = 4_000_000_000;
+    // The hand-made ticket is accepted while it is current, so the expired one below is
+    // refused for its expiry alone.
+    let current = format!("t={}&p=", contacts_jwt(&s.bob, far_future));
+    let r = post(
+        s.addr,
+        SHARING_SERVICE_PATH,
+        "FindMembership",
+        &envelope(Some(&current), FIND_MEMBERSHIP),
+    )
+    .await;
+    success(&r, "FindMembership");
+
+    // A ticket whose account has gone.
+    let ghost = Account {
+        id: butterfly_core::account::UserId(999),
+        ..s.carol.clone()
+    };
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no ticket", None),
+        ("empty ticket", Some(String::new())),
+        ("garbage", Some("t=garbage&p=".into())),
+        (
+            "forged",
+            Some(format!(
+                "t={}&p=",
+                forger.issue_service(s.bob.id, &s.bob.email, Service::Contacts)
+            )),
+        ),
+        ("expired", Some(format!("t={}&p=", contacts_jwt(&s.bob, 1)))),
+        (
+            "messenger ticket",
+            Some(s.ticket(&s.bob, Service::Messenger)),
+        ),
+        ("web ticket", Some(s.ticket(&s.bob, Service::Web))),
+        ("storage ticket", Some(s.ticket(&s.bob, Service::Storage))),
+        ("unknown account", Some(s.ticket(&ghost, Service::Contacts))),
+    ];
+    for (what, ticket) in cases {
+        for (path, action, body) in [
+            (SHARING_SERVICE_PATH, "FindMembership", FIND_MEMBERSHIP),
+            (AB_SERVICE_PATH, "ABFindAll", AB_FIND_ALL),
+            (
+                AB_SERVICE_PATH,
+                "ABFindContactsPaged",
+                AB_FIND_CONTACTS_PAGED,
+            ),
+        ] {
+            let r = post(s.addr, path, action, &envelope(ticket.as_deref(), body)).await;
+            assert_eq!(r.status, 403, "{what} {action}: {}", r.body);
+            let text = fault(&r, 403, Some("Forbidden"));
+            assert!(text.contains("ticket"), "{what}: {text}");
+            assert!(!r.body.contains("bob@example.com"), "{what}: {}", r.body);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- bad requests
+
+#[tokio::test]
+async fn bad_requests_get_faults() {
+    let s = start().await;
+    let t = s.bob_ticket();
+    let unreadable = [
+        (
+            "malformed",
+            "<soap:Envelope><soap:Body><FindMembership></soap:Body>".to_owned(),
+            "malformed XML",
+        ),
+        ("not XML", "hello".to_owned(), "one root element"),
+        ("empty", String::new(), "one root element"),
+        (
+            "wrong root",
+            "<?xml version=\"1.0\"?><FindMembership><deltasOnly>false</deltasOnly></FindMembership>"
+                .to_owned(),
+            "must be a SOAP Envelope",
+        ),
+        ("no action", envelope(Some(&t), ""), "names no action"),
+        (
+            "doctype",
+            format!(
+                "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY big \"{}\">]>{}",
+                "a".repeat(100),
+                envelope(Some(&t), "<FindMembership>&big;</FindMembership>")
+            ),
+            "document type declarations are not accepted",
+        ),
+        (
+            "undeclared entity",
+            envelope(Some(&t), "<FindMembership>&big;</FindMembership>"),
+            "unknown entity &big;",
+        ),
+    ];
+    for (what, body, expected) in unreadable {
+        let r = post(s.addr, SHARING_SERVICE_PATH, "FindMembership", &body).await;
+        let text = fault(&r, 500, None);
+        assert!(text.contains(expected), "{what}: {text}");
+    }
+    let latin1 = b"<Envelope><Body><FindMembership>\xE9</FindMembership></Body></Envelope>";
+    let head = format!(
+        "POST {SHARING_SERVICE_PATH} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n",
+        latin1.len()
+    );
+    let r = exchange(s.addr, &head, latin1).await;
+    assert_eq!(fault(&r, 500, None), "The request is not UTF-8 text");
+
+    // Well-formed, authenticated, but not an action this endpoint serves.
+    let refused = [
+        (
+            SHARING_SERVICE_PATH,
+            "ABAdd",
+            "<ABAdd><abInfo/></ABAdd>",
+            "API ABAdd no longer supported",
+        ),
+        // An ABService action posted to the sharing service.
+        (
+            SHARING_SERVICE_PATH,
+            "ABFindAll",
+            AB_FIND_ALL,
+            "API ABFindAll no longer supported",
+        ),
+        (
+            AB_SERVICE_PATH,
+            "FindMembership",
+            FIND_MEMBERSHIP,
+            "API FindMembership no longer supported",
+        ),
+        // A circle's address book.
+        (
+            AB_SERVICE_PATH,
+            "ABFindContactsPaged",
+            "<ABFindContactsPaged><abHandle><ABId>00000000-0000-0000-0009-000000000001</ABId>\
+             </abHandle></ABFindContactsPaged>",
+            "Only the user's own address book is available",
+        ),
+        (
+            AB_SERVICE_PATH,
+            "ABFindAll",
+            "<ABFindAll><abId>not-a-guid</abId></ABFindAll>",
+            "Only the user's own address book is available",
+        ),
+    ];
+    for (path, action, body, expected) in refused {
+        let r = post(s.addr, path, action, &envelope(Some(&t), body)).await;
+        assert_eq!(fault(&r, 500, Some("Forbidden")), expected, "{action}");
+    }
+
+    // Over the size limit: refused from the declared length, before any of it is read.
+    let head = format!(
+        "POST {SHARING_SERVICE_PATH} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\
+         Content-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+        MAX_BODY_BYTES + 1
+    );
+    let r = exchange(s.addr, &head, b"").await;
+    assert_eq!(r.status, 413);
+    // At the limit it is read (and is no SOAP, so it gets a fault).
+    let r = post(
+        s.addr,
+        SHARING_SERVICE_PATH,
+        "FindMembership",
+        &" ".repeat(MAX_BODY_BYTES),
+    )
+    .await;
+    fault(&r, 500, None);
+
+    // Only POST.
+    let head =
+        format!("GET {AB_SERVICE_PATH} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    assert_eq!(exchange(s.addr, &head, b"").await.status, 405);
+
+    // After all that, the service still answers.
+    let r = post(
+        s.addr,
+        AB_SERVICE_PATH,
+        "ABFindAll",
+        &envelope(Some(&t), AB_FIND_ALL),
+    )
+    .await;
+    success(&r, "ABFindAll");
+}
+
+#[test]
+fn routes_are_the_lower_case_paths() {
+    // The binary lower-cases request paths in front of every router, so these must be
+    // lower case to match what clients send (`/abservice/SharingService.asmx`).
+    for p in [AB_SERVICE_PATH, SHARING_SERVICE_PATH] {
+        assert_eq!(p, p.to_ascii_lowercase());
+    }
+    assert_eq!(
+        SHARING_SERVICE_PATH,
+        "/abservice/SharingService.asmx".to_ascii_lowercase()
+    );
+}
