@@ -568,3 +568,84 @@ async fn uun_is_relayed_as_ubn_unless_blocked_or_offline() {
             .all(|f| f.verb.as_str() != "UBN")
     );
 }
+
+/// A WLM 2009 conversation: the caller first calls itself (it rings and joins at once),
+/// and 16+ receivers are told each participant by machine (`email;{guid}`) and by
+/// address, in JOI, IRO and BYE.
+#[tokio::test]
+async fn wlm2009_chats_name_each_machine() {
+    let cluster = TestCluster::start().await;
+    cluster.add_user("alice@example.com", "pw", "Alice").await;
+    cluster.add_user("carol@example.com", "pw", "Carol").await;
+    let mut alice = cluster.login(18, "alice@example.com", "pw").await;
+    let mut carol = cluster.login(16, "carol@example.com", "pw").await;
+    chg(&mut alice, "NLN").await;
+    chg(&mut carol, "NLN").await;
+    let (a_guid, c_guid) = (alice.machine_guid.clone(), carol.machine_guid.clone());
+    let caps = "2789003324:48";
+
+    let tr = alice.cmd("XFR", "SB").await;
+    let xfr = alice.expect("XFR").await;
+    assert_eq!(xfr.tr_id(), Some(tr));
+    let mut a_sb = Client::connect(cluster.sb_addr(), 18).await;
+    a_sb.email = "alice@example.com (sb)".into();
+    let tr = a_sb
+        .cmd(
+            "USR",
+            &format!("alice@example.com;{a_guid} {}", xfr.args[4]),
+        )
+        .await;
+    assert_eq!(
+        a_sb.next_line().await,
+        format!("USR {tr} OK alice@example.com;{a_guid} Alice")
+    );
+    let tr = a_sb.cmd("CAL", "alice@example.com").await;
+    let ringing = a_sb.next_line().await;
+    assert!(
+        ringing.starts_with(&format!("CAL {tr} RINGING ")),
+        "{ringing}"
+    );
+    assert_eq!(
+        a_sb.next_line().await,
+        format!("JOI alice@example.com Alice {caps}")
+    );
+
+    let tr = a_sb.cmd("CAL", "carol@example.com").await;
+    let session = a_sb.next_line().await;
+    assert!(
+        session.starts_with(&format!("CAL {tr} RINGING ")),
+        "{session}"
+    );
+    let rng = carol.expect("RNG").await;
+    let mut c_sb = Client::connect(cluster.sb_addr(), 16).await;
+    c_sb.email = "carol@example.com (sb)".into();
+    let tr = c_sb
+        .cmd(
+            "ANS",
+            &format!("carol@example.com;{c_guid} {} {}", rng.args[3], rng.args[0]),
+        )
+        .await;
+    assert_eq!(
+        c_sb.next_line().await,
+        format!("IRO {tr} 1 2 alice@example.com;{a_guid} Alice {caps}")
+    );
+    assert_eq!(
+        c_sb.next_line().await,
+        format!("IRO {tr} 2 2 alice@example.com Alice {caps}")
+    );
+    assert_eq!(c_sb.next_line().await, format!("ANS {tr} OK"));
+    assert_eq!(
+        a_sb.next_line().await,
+        format!("JOI carol@example.com;{c_guid} Carol {caps}")
+    );
+    assert_eq!(
+        a_sb.next_line().await,
+        format!("JOI carol@example.com Carol {caps}")
+    );
+    c_sb.send(butterfly_testkit::line("OUT")).await;
+    assert_eq!(
+        a_sb.next_line().await,
+        format!("BYE carol@example.com;{c_guid}")
+    );
+    assert_eq!(a_sb.next_line().await, "BYE carol@example.com");
+}

@@ -77,6 +77,8 @@ const PARTICIPANT_QUEUE: usize = 256;
 struct Participant {
     conn: u64,
     email: Email,
+    /// The machine an MSNP16+ client named (`email;{guid}`), as it wrote it.
+    endpoint: Option<String>,
     name: String,
     caps: String,
     tx: mpsc::Sender<Outbound>,
@@ -89,12 +91,24 @@ enum Outbound {
     /// Someone joined; formatted for the receiver's dialect.
     Joined {
         email: Email,
+        endpoint: Option<String>,
         name: String,
         caps: String,
     },
     Left {
         email: Email,
+        endpoint: Option<String>,
     },
+}
+
+/// The names an MSNP16+ receiver is told a participant by: `email;{guid}` first, then
+/// the plain address (what WLM 2009 lists in its window); older receivers only the plain
+/// one.
+fn names_for(dialect: u8, email: &Email, endpoint: Option<&str>) -> Vec<String> {
+    match endpoint {
+        Some(guid) if dialect >= 16 => vec![format!("{email};{guid}"), email.to_string()],
+        _ => vec![email.to_string()],
+    }
 }
 
 #[derive(Default)]
@@ -144,6 +158,7 @@ pub async fn run(config: Config, deps: Deps, listener: TcpListener, shutdown: Ca
 struct Entrant {
     sid: u32,
     email: Email,
+    endpoint: Option<String>,
     name: String,
     caps: String,
     dialect: u8,
@@ -152,6 +167,7 @@ struct Entrant {
 struct Joined {
     sid: u32,
     email: Email,
+    endpoint: Option<String>,
     name: String,
     /// The name as every relayed MSG header carries it, encoded once.
     name_encoded: String,
@@ -293,10 +309,21 @@ impl Conn {
             .map_or(msnp::dialect::MIN, |j| j.dialect);
         match out {
             Outbound::Bytes(b) => self.framed.write_buffer_mut().extend_from_slice(&b),
-            Outbound::Joined { email, name, caps } => {
-                self.send(reply::joi(dialect, email.as_str(), &name, &caps))
+            Outbound::Joined {
+                email,
+                endpoint,
+                name,
+                caps,
+            } => {
+                for who in names_for(dialect, &email, endpoint.as_deref()) {
+                    self.send(reply::joi(dialect, &who, &name, &caps));
+                }
             }
-            Outbound::Left { email } => self.send(Frame::new(b"BYE").arg(email)),
+            Outbound::Left { email, endpoint } => {
+                for who in names_for(dialect, &email, endpoint.as_deref()) {
+                    self.send(Frame::new(b"BYE").arg(who));
+                }
+            }
         }
     }
 
@@ -383,14 +410,23 @@ impl Conn {
                     return self.auth_failed(tr);
                 }
                 let others = self.join(&claims);
-                let total = others.len();
-                for (i, (email, name, caps)) in others.iter().enumerate() {
+                // One line per name the receiver knows each participant by.
+                let lines: Vec<(String, &String, &String)> = others
+                    .iter()
+                    .flat_map(|(email, endpoint, name, caps)| {
+                        names_for(claims.dialect, email, endpoint.as_deref())
+                            .into_iter()
+                            .map(move |who| (who, name, caps))
+                    })
+                    .collect();
+                let total = lines.len();
+                for (i, (who, name, caps)) in lines.iter().enumerate() {
                     self.send(reply::iro(
                         claims.dialect,
                         tr,
                         i + 1,
                         total,
-                        email.as_str(),
+                        who,
                         name,
                         caps,
                     ));
@@ -458,7 +494,11 @@ impl Conn {
     /// signed in (their name, capabilities and dialect come from their presence).
     async fn admit(&self, email: &str, cookie: &str, answer: bool) -> Option<Entrant> {
         // MSNP16+ adds ;{machine-guid}; the account is what the cookie is bound to.
-        let email = Email::parse(email.split(';').next().unwrap_or(email)).ok()?;
+        let (address, endpoint) = match email.split_once(';') {
+            Some((a, g)) => (a, Some(g.to_owned())),
+            None => (email, None),
+        };
+        let email = Email::parse(address).ok()?;
         let grant = self
             .deps
             .tickets
@@ -478,15 +518,18 @@ impl Conn {
             caps: p.caps.clone(),
             dialect: p.dialect,
             email,
+            endpoint,
         })
     }
 
-    fn join(&mut self, claims: &Entrant) -> Vec<(Email, String, String)> {
+    /// Enter the session; returns who was already there (email, machine, name, caps).
+    fn join(&mut self, claims: &Entrant) -> Vec<(Email, Option<String>, String, String)> {
         let (tx, rx) = mpsc::channel(PARTICIPANT_QUEUE);
         self.rx = Some(rx);
         let me = Participant {
             conn: self.conn,
             email: claims.email.clone(),
+            endpoint: claims.endpoint.clone(),
             name: claims.name.clone(),
             caps: claims.caps.clone(),
             tx,
@@ -497,11 +540,19 @@ impl Conn {
             let others: Vec<_> = cs
                 .participants
                 .iter()
-                .map(|p| (p.email.clone(), p.name.clone(), p.caps.clone()))
+                .map(|p| {
+                    (
+                        p.email.clone(),
+                        p.endpoint.clone(),
+                        p.name.clone(),
+                        p.caps.clone(),
+                    )
+                })
                 .collect();
             for p in &cs.participants {
                 let joined = Outbound::Joined {
                     email: me.email.clone(),
+                    endpoint: me.endpoint.clone(),
                     name: me.name.clone(),
                     caps: me.caps.clone(),
                 };
@@ -515,6 +566,7 @@ impl Conn {
         self.joined = Some(Joined {
             sid: claims.sid,
             email: claims.email.clone(),
+            endpoint: claims.endpoint.clone(),
             name: claims.name.clone(),
             name_encoded: text::encode(&claims.name),
             dialect: claims.dialect,
@@ -533,6 +585,7 @@ impl Conn {
                 if p.tx
                     .try_send(Outbound::Left {
                         email: me.email.clone(),
+                        endpoint: me.endpoint.clone(),
                     })
                     .is_err()
                 {
@@ -555,6 +608,15 @@ impl Conn {
             self.error(ErrorCode::InvalidUsername, Some(tr));
             return Ok(());
         };
+        // WLM 2009 opens every conversation by calling itself, to bring in its other
+        // signed-in machines. There are none (one sign-in per account), so the call
+        // rings and "joins" at once, which is what the client waits for.
+        if invitee == my_email && me.dialect >= 16 {
+            let (dialect, caps) = (me.dialect, self.my_caps(sid));
+            self.send(Frame::new(b"CAL").arg(tr).arg("RINGING").arg(sid));
+            self.send(reply::joi(dialect, my_email.as_str(), &my_name, &caps));
+            return Ok(());
+        }
         let (present, count) = self.shard.with(|s| {
             s.get(&sid).map_or((false, 0), |cs| {
                 (
@@ -597,6 +659,17 @@ impl Conn {
         }
         self.send(Frame::new(b"CAL").arg(tr).arg("RINGING").arg(sid));
         Ok(())
+    }
+
+    /// My capabilities as the session knows them.
+    fn my_caps(&self, sid: u32) -> String {
+        let conn = self.conn;
+        self.shard.with(|s| {
+            s.get(&sid)
+                .and_then(|cs| cs.participants.iter().find(|p| p.conn == conn))
+                .map(|p| p.caps.clone())
+                .unwrap_or_default()
+        })
     }
 
     /// The invitee is signed in, not appearing offline, and does not block me.
