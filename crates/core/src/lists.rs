@@ -3,6 +3,17 @@
 //! A store loads the owner's roster inside a transaction, calls [`apply`], writes the
 //! returned [`Mutation`]s and commits before anyone is told. Keeping every rule here means
 //! the SQLite and Postgres stores cannot disagree on what an edit means.
+//!
+//! Change stamps (for the WLM address book's delta syncs): every committed edit gets a
+//! stamp from its owner's counter — `max(now in ms, previous stamp + 1)`, so strictly
+//! increasing per owner even within one millisecond or when the clock steps back — and
+//! every row it writes carries it ([`Contact::changed_at`], [`Group::changed_at`],
+//! [`Roster::settings_changed_at`]). An RL change stamps the *other* user's row with *their*
+//! counter. A deleted contact row or group leaves a [`Tombstone`], kept for
+//! [`TOMBSTONE_RETENTION`]. A delta since `T` is then: the rows stamped after `T`, plus the
+//! tombstones after `T` ([`Store::tombstones`](crate::store::Store::tombstones)).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -147,6 +158,9 @@ pub struct Group {
     /// The id MSNP10+ clients use.
     pub guid: Uuid,
     pub name: String,
+    /// Stamp of the edit that last wrote the group (ms, see the module docs); 0 for rows
+    /// older than change stamps.
+    pub changed_at: i64,
 }
 
 /// How the other side of a contact relation treats me: needed to decide whether I may see
@@ -179,6 +193,11 @@ pub struct Contact {
     /// Group numbers, FL only.
     pub groups: Vec<u32>,
     pub peer: PeerView,
+    /// Stamp of the edit that last wrote this row — lists, groups, nickname, GUID — in the
+    /// owner's counter (ms, see the module docs); 0 for rows older than change stamps. The
+    /// contact's own name and privacy (`friendly_name`, `peer`) are theirs: changing them
+    /// does not stamp this row.
+    pub changed_at: i64,
 }
 
 impl Contact {
@@ -200,6 +219,14 @@ pub struct Roster {
     pub contacts: Vec<Contact>,
     /// PRP phone numbers and flags (PHH, PHW, PHM, MOB, MBE).
     pub properties: Vec<(String, String)>,
+    /// The owner's change stamp: that of the last edit that changed anything here (ms, see
+    /// the module docs; 0 before the first). Every row and tombstone is stamped at or
+    /// before it, so a client that echoes it back has seen everything up to it; a value
+    /// above it was never handed out.
+    pub stamp: i64,
+    /// Stamp of the last edit of the owner's own settings — privacy, GTC, friendly name,
+    /// properties (the WLM "Me" contact).
+    pub settings_changed_at: i64,
 }
 
 impl Roster {
@@ -218,6 +245,46 @@ impl Roster {
     pub fn on_list(&self, list: List) -> impl Iterator<Item = &Contact> {
         self.contacts.iter().filter(move |c| c.lists.contains(list))
     }
+}
+
+/// What a [`Tombstone`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TombstoneKind {
+    /// A contact row (the contact left all of the owner's lists).
+    Contact,
+    /// A group.
+    Group,
+}
+
+/// A contact row or group that was deleted, kept so delta syncs can report the deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub kind: TombstoneKind,
+    /// The deleted row's contact or group GUID.
+    pub guid: Uuid,
+    /// The contact's sign-in name at deletion (memberships are matched by it); `None` for
+    /// groups.
+    pub email: Option<Email>,
+    /// The stamp of the deleting edit, in the owner's counter (ms).
+    pub deleted_at: i64,
+}
+
+/// How long tombstones are kept at least. A delta since a stamp older than
+/// `now - TOMBSTONE_RETENTION` may miss deletions: answer it with a full sync
+/// ([`deltas_reach_back_to`]).
+pub const TOMBSTONE_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The oldest `since` (ms) whose deltas are complete at `now_ms`: tombstones newer than it
+/// are all still kept.
+pub fn deltas_reach_back_to(now_ms: i64) -> i64 {
+    now_ms.saturating_sub(TOMBSTONE_RETENTION.as_millis() as i64)
+}
+
+/// Milliseconds since the Unix epoch: the clock change stamps are drawn from.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Caps from the MSN service (the official servers used these).
@@ -316,19 +383,23 @@ pub enum ListError {
 }
 
 /// What a store writes for an edit. `Contact` rows are the owner's unless said otherwise.
+/// Every row written gets the edit's change stamp (its `changed_at` here is ignored); the
+/// owner-setting mutations stamp [`Roster::settings_changed_at`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
     /// Insert or replace the owner's row for `contact.user` (lists, groups, nickname, guid).
     PutContact(Contact),
-    /// Remove the owner's row for this user (no lists left).
+    /// Remove the owner's row for this user (no lists left), leaving a contact tombstone.
     DeleteContact(UserId),
     /// Set or clear RL on `target`'s row for the owner (creating or deleting that row as
-    /// needed), and bump `target`'s list version.
+    /// needed, a deletion leaving a tombstone), and bump `target`'s list version and change
+    /// stamp: the row is stamped in `target`'s counter.
     SetReverse {
         target: UserId,
         on: bool,
     },
     PutGroup(Group),
+    /// Remove the owner's group, leaving a group tombstone.
     DeleteGroup(u32),
     SetPrivacy(Privacy),
     SetGtc(Gtc),
@@ -352,6 +423,20 @@ pub struct EditOutcome {
     pub reverse: Option<(Email, bool)>,
     /// Someone whose view of me changed (AL/BL/BLP edits): their presence of me must be refreshed.
     pub privacy_changed: Vec<Email>,
+}
+
+impl EditOutcome {
+    /// The outcome of an edit committed with change stamp `stamp`: the contact and group
+    /// it wrote (or deleted) carry that stamp, as a reload would show it.
+    pub fn stamped(mut self, stamp: i64) -> Self {
+        if let Some(c) = &mut self.contact {
+            c.changed_at = stamp;
+        }
+        if let Some(g) = &mut self.group {
+            g.changed_at = stamp;
+        }
+        self
+    }
 }
 
 /// The checked plan for an edit: write `mutations`, then answer with `outcome`
@@ -434,6 +519,8 @@ pub fn apply(
                 lists: ListMask::default(),
                 groups: Vec::new(),
                 peer: t.peer,
+                // The store stamps what it writes.
+                changed_at: 0,
             });
             let group_no = match group {
                 Some(g) if *list == List::Forward => match g {
@@ -542,6 +629,7 @@ pub fn apply(
                 number,
                 guid: Uuid::new_v4(),
                 name: name.clone(),
+                changed_at: 0,
             };
             plan.mutations.push(Mutation::PutGroup(g.clone()));
             plan.outcome.group = Some(g);
@@ -807,6 +895,7 @@ mod tests {
                 lists: ListMask(List::Forward.bit()),
                 groups: Vec::new(),
                 peer: PeerView::default(),
+                changed_at: 0,
             });
         }
         assert_eq!(
@@ -820,6 +909,7 @@ mod tests {
                 number: n,
                 guid: Uuid::new_v4(),
                 name: format!("g{n}"),
+                changed_at: 0,
             });
         }
         assert_eq!(
@@ -844,6 +934,25 @@ mod tests {
             .unwrap_err(),
             ListError::InvalidName
         );
+    }
+
+    #[test]
+    fn outcome_carries_the_stamp_and_the_horizon_is_the_retention() {
+        let mut r = Roster::default();
+        let out = applied(&mut r, &add(List::Forward), Some(&bob()))
+            .unwrap()
+            .stamped(42);
+        assert_eq!(out.contact.unwrap().changed_at, 42);
+        let g = applied(&mut r, &ListOp::AddGroup { name: "G".into() }, None)
+            .unwrap()
+            .stamped(43);
+        assert_eq!(g.group.unwrap().changed_at, 43);
+
+        let now = now_ms();
+        assert!(now > 1_600_000_000_000, "milliseconds since 1970");
+        let day = 24 * 60 * 60 * 1000;
+        assert_eq!(now - deltas_reach_back_to(now), 30 * day);
+        assert_eq!(deltas_reach_back_to(i64::MIN), i64::MIN);
     }
 
     #[test]

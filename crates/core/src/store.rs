@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use crate::account::{Account, Email, LegacyMd5, NewAccount, UserId};
-use crate::lists::{EditOutcome, ListError, ListOp, PeerView, Roster};
+use crate::lists::{EditOutcome, ListError, ListOp, PeerView, Roster, Tombstone};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,10 +38,28 @@ pub trait Store: Send + Sync + 'static {
     /// How `owner` treats `viewer` (privacy and the lists holding the viewer).
     async fn peer_view(&self, owner: UserId, viewer: UserId) -> Result<PeerView, StoreError>;
     /// Apply one list edit atomically (rules in [`crate::lists::apply`]), bumping the list
-    /// version of the owner and of anyone whose RL changed. Durable before it returns.
+    /// version and change stamp of the owner and of anyone whose RL changed, and stamping
+    /// every row written (module docs of [`crate::lists`]). The outcome's contact and group
+    /// carry the stamp. Durable before it returns.
     async fn edit(
         &self,
         owner: UserId,
         op: ListOp,
     ) -> Result<Result<EditOutcome, ListError>, StoreError>;
+
+    /// The owner's contact and group deletions stamped after `since` (ms), oldest first;
+    /// empty for an unknown owner. Complete only for a `since` no older than
+    /// [`TOMBSTONE_RETENTION`](crate::lists::TOMBSTONE_RETENTION) (older ones may have
+    /// been purged: answer those with a full sync).
+    ///
+    /// For a delta, read the [`roster`](Self::roster) first and the tombstones after it:
+    /// a deletion committed in between then shows as a tombstone (newer than the roster's
+    /// stamp, so reported again next time — harmless), while the other order could lose it.
+    ///
+    /// The default, for test doubles that keep no history, fails: a caller then falls back
+    /// to a full sync instead of missing deletions.
+    async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
+        let _ = (owner, since);
+        Err(StoreError::Backend("this store keeps no tombstones".into()))
+    }
 }

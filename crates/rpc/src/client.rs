@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
-use butterfly_core::lists::{EditOutcome, ListError, ListOp, PeerView, Roster};
+use butterfly_core::lists::{EditOutcome, ListError, ListOp, PeerView, Roster, Tombstone};
 use butterfly_core::metrics;
 use butterfly_core::store::{Store, StoreError};
 use tonic::codegen::InterceptedService;
@@ -277,5 +277,22 @@ impl Store for RemoteStore {
             .call(M, request, |mut c, r| async move { c.edit(r).await })
             .await?;
         edit_result(answer).map_err(bad_answer(M))
+    }
+
+    async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
+        const M: &str = "Tombstones";
+        let request = pb::TombstonesRequest {
+            owner: owner.0,
+            since,
+        };
+        let answer = self
+            .call(M, request, |mut c, r| async move { c.tombstones(r).await })
+            .await?;
+        answer
+            .tombstones
+            .into_iter()
+            .map(Tombstone::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(bad_answer(M))
     }
 }

@@ -9,7 +9,7 @@
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{
     Contact, ContactRef, EditOutcome, Group, GroupRef, Gtc, List, ListError, ListMask, ListOp,
-    PeerView, Privacy, Roster,
+    PeerView, Privacy, Roster, Tombstone, TombstoneKind,
 };
 use butterfly_core::store::StoreError;
 use tonic::{Code, Status};
@@ -270,6 +270,7 @@ impl From<Group> for pb::Group {
             number: g.number,
             guid: g.guid.to_string(),
             name: g.name,
+            changed_at: g.changed_at,
         }
     }
 }
@@ -281,6 +282,7 @@ impl TryFrom<pb::Group> for Group {
             number: g.number,
             guid: guid(&g.guid, "group guid")?,
             name: g.name,
+            changed_at: g.changed_at,
         })
     }
 }
@@ -315,6 +317,7 @@ impl From<Contact> for pb::Contact {
             lists: c.lists.0.into(),
             groups: c.groups,
             peer: Some(c.peer.into()),
+            changed_at: c.changed_at,
         }
     }
 }
@@ -331,6 +334,7 @@ impl TryFrom<pb::Contact> for Contact {
             lists: mask(c.lists, "contact lists")?,
             groups: c.groups,
             peer: required(c.peer, "contact peer")?.try_into()?,
+            changed_at: c.changed_at,
         })
     }
 }
@@ -350,6 +354,8 @@ impl From<Roster> for pb::Roster {
                 .into_iter()
                 .map(|(key, value)| pb::Property { key, value })
                 .collect(),
+            stamp: r.stamp,
+            settings_changed_at: r.settings_changed_at,
         }
     }
 }
@@ -374,6 +380,50 @@ impl TryFrom<pb::Roster> for Roster {
                 .map(Contact::try_from)
                 .collect::<Result<_, _>>()?,
             properties: r.properties.into_iter().map(|p| (p.key, p.value)).collect(),
+            stamp: r.stamp,
+            settings_changed_at: r.settings_changed_at,
+        })
+    }
+}
+
+impl From<TombstoneKind> for pb::TombstoneKind {
+    fn from(k: TombstoneKind) -> Self {
+        match k {
+            TombstoneKind::Contact => pb::TombstoneKind::Contact,
+            TombstoneKind::Group => pb::TombstoneKind::Group,
+        }
+    }
+}
+
+fn tombstone_kind(v: i32) -> Result<TombstoneKind, InvalidMessage> {
+    match pb::TombstoneKind::try_from(v) {
+        Ok(pb::TombstoneKind::Contact) => Ok(TombstoneKind::Contact),
+        Ok(pb::TombstoneKind::Group) => Ok(TombstoneKind::Group),
+        Ok(pb::TombstoneKind::Unspecified) | Err(_) => {
+            Err(InvalidMessage::new("tombstone kind", v.to_string()))
+        }
+    }
+}
+
+impl From<Tombstone> for pb::Tombstone {
+    fn from(t: Tombstone) -> Self {
+        pb::Tombstone {
+            kind: pb::TombstoneKind::from(t.kind).into(),
+            guid: t.guid.to_string(),
+            email: t.email.map(Into::into),
+            deleted_at: t.deleted_at,
+        }
+    }
+}
+
+impl TryFrom<pb::Tombstone> for Tombstone {
+    type Error = InvalidMessage;
+    fn try_from(t: pb::Tombstone) -> Result<Self, InvalidMessage> {
+        Ok(Tombstone {
+            kind: tombstone_kind(t.kind)?,
+            guid: guid(&t.guid, "tombstone guid")?,
+            email: t.email.as_deref().map(email).transpose()?,
+            deleted_at: t.deleted_at,
         })
     }
 }
@@ -582,6 +632,7 @@ mod tests {
                 privacy: Privacy::BlockAll,
                 lists_of_me: ListMask(List::Allow.bit()),
             },
+            changed_at: 1_714_557_600_123,
         }
     }
 
@@ -679,9 +730,12 @@ mod tests {
                 number: 1,
                 guid: Uuid::new_v4(),
                 name: "Friends".into(),
+                changed_at: 1_714_557_600_100,
             }],
             contacts: vec![contact()],
             properties: vec![("PHH".into(), "123".into()), ("MOB".into(), "Y".into())],
+            stamp: 1_714_557_600_124,
+            settings_changed_at: 1_714_557_600_050,
         };
         assert_eq!(
             Roster::try_from(pb::Roster::from(roster.clone())),
@@ -702,6 +756,36 @@ mod tests {
             edit_result(edit_response(Ok(outcome.clone()))),
             Ok(Ok(outcome))
         );
+    }
+
+    #[test]
+    fn tombstones_round_trip_and_kinds_are_checked() {
+        let contact = Tombstone {
+            kind: TombstoneKind::Contact,
+            guid: Uuid::new_v4(),
+            email: Some(e("bob@example.com")),
+            deleted_at: 1_714_557_600_123,
+        };
+        let group = Tombstone {
+            kind: TombstoneKind::Group,
+            guid: Uuid::new_v4(),
+            email: None,
+            deleted_at: i64::MAX,
+        };
+        for t in [contact.clone(), group] {
+            assert_eq!(Tombstone::try_from(pb::Tombstone::from(t.clone())), Ok(t));
+        }
+        let mut bad = pb::Tombstone::from(contact);
+        bad.kind = pb::TombstoneKind::Unspecified.into();
+        assert!(Tombstone::try_from(bad.clone()).is_err());
+        bad.kind = 99;
+        assert!(Tombstone::try_from(bad.clone()).is_err());
+        bad.kind = pb::TombstoneKind::Contact.into();
+        bad.email = Some("not an email".into());
+        assert!(Tombstone::try_from(bad.clone()).is_err());
+        bad.email = None;
+        bad.guid = "nope".into();
+        assert!(Tombstone::try_from(bad).is_err());
     }
 
     #[test]

@@ -174,6 +174,21 @@ impl AddressBook for AddressBookService {
             .map_err(store_error_to_status)?;
         ok(edit_response(result))
     }
+
+    async fn tombstones(
+        &self,
+        request: Request<pb::TombstonesRequest>,
+    ) -> Answer<pb::TombstonesResponse> {
+        let r = request.into_inner();
+        let tombstones = self
+            .store
+            .tombstones(UserId(r.owner), r.since)
+            .await
+            .map_err(store_error_to_status)?;
+        ok(pb::TombstonesResponse {
+            tombstones: tombstones.into_iter().map(Into::into).collect(),
+        })
+    }
 }
 
 /// Serve the address book (and `grpc.health.v1.Health`) on `listener` until `shutdown`.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{
     Contact, ContactRef, EditOutcome, Group, GroupRef, Gtc, List, ListError, ListMask, ListOp,
-    PeerView, Privacy, Roster,
+    PeerView, Privacy, Roster, Tombstone, TombstoneKind,
 };
 use butterfly_core::metrics;
 use butterfly_core::store::{Store, StoreError};
@@ -260,7 +260,18 @@ async fn lists_over_grpc() {
             remote.roster(id).await.unwrap(),
             local.roster(id).await.unwrap()
         );
+        assert_eq!(
+            remote.tombstones(id, 0).await.unwrap(),
+            local.tombstones(id, 0).await.unwrap()
+        );
     }
+    // The removed group left a tombstone, and it came through.
+    let gone = remote.tombstones(alice.id, 0).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(
+        (gone[0].kind, gone[0].guid),
+        (TombstoneKind::Group, work.guid)
+    );
     let roster = remote.roster(alice.id).await.unwrap();
     assert_eq!(
         (roster.privacy, roster.gtc, roster.friendly_name.as_str()),
@@ -378,11 +389,13 @@ fn full_outcome() -> EditOutcome {
                 privacy: Privacy::BlockAll,
                 lists_of_me: ListMask(List::Pending.bit()),
             },
+            changed_at: i64::MAX,
         }),
         group: Some(Group {
             number: 30,
             guid: Uuid::new_v4(),
             name: "Friends".into(),
+            changed_at: 1,
         }),
         reverse: Some((email("carol"), false)),
         privacy_changed: vec![email("dave"), email("erin")],
@@ -424,6 +437,8 @@ impl Store for Scripted {
             groups: Vec::new(),
             contacts: full_outcome().contact.into_iter().collect(),
             properties: vec![("MOB".into(), "Y".into())],
+            stamp: 1_714_557_600_123,
+            settings_changed_at: 1_714_557_600_001,
         })
     }
     async fn peer_view(&self, _: UserId, _: UserId) -> Result<PeerView, StoreError> {
@@ -440,6 +455,31 @@ impl Store for Scripted {
             _ => Ok(Ok(full_outcome())),
         }
     }
+    /// Owner 1 has one tombstone of each kind, stamped just after `since`.
+    async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
+        if owner != UserId(1) {
+            return Err(StoreError::Backend("disk on fire".into()));
+        }
+        Ok(scripted_tombstones(since))
+    }
+}
+
+fn scripted_tombstones(since: i64) -> Vec<Tombstone> {
+    let guid = |n| Uuid::from_u128(n);
+    vec![
+        Tombstone {
+            kind: TombstoneKind::Contact,
+            guid: guid(1),
+            email: Some(email("bob")),
+            deleted_at: since + 1,
+        },
+        Tombstone {
+            kind: TombstoneKind::Group,
+            guid: guid(2),
+            email: None,
+            deleted_at: since + 1,
+        },
+    ]
 }
 
 #[tokio::test]
@@ -463,9 +503,16 @@ async fn every_answer_kind_round_trips() {
     expected.contact.as_mut().unwrap().guid = outcome.contact.as_ref().unwrap().guid;
     expected.group.as_mut().unwrap().guid = outcome.group.as_ref().unwrap().guid;
     assert_eq!(outcome, expected);
+    let roster = remote.roster(UserId(-5)).await.unwrap();
+    assert_eq!(roster.owner, Some(UserId(-5)));
     assert_eq!(
-        remote.roster(UserId(-5)).await.unwrap().owner,
-        Some(UserId(-5))
+        (roster.stamp, roster.settings_changed_at),
+        (1_714_557_600_123, 1_714_557_600_001)
+    );
+    assert_eq!(roster.contacts[0].changed_at, i64::MAX);
+    assert_eq!(
+        remote.tombstones(UserId(1), 41).await.unwrap(),
+        scripted_tombstones(41)
     );
 
     assert!(matches!(
@@ -493,6 +540,7 @@ async fn every_answer_kind_round_trips() {
             .await
             .map(drop),
     );
+    backend(remote.tombstones(UserId(2), 0).await.map(drop));
     server.stop().await;
 }
 
@@ -563,6 +611,10 @@ async fn stuck_address_book_hits_the_deadline() {
         .expect("the deadline ends the call");
     assert!(matches!(answer, Err(StoreError::Backend(_))), "{answer:?}");
     let answer = tokio::time::timeout(BOUND, remote.edit(UserId(1), ListOp::SetGtc(Gtc::Ask)))
+        .await
+        .expect("the deadline ends the call");
+    assert!(matches!(answer, Err(StoreError::Backend(_))), "{answer:?}");
+    let answer = tokio::time::timeout(BOUND, remote.tombstones(UserId(1), 0))
         .await
         .expect("the deadline ends the call");
     assert!(matches!(answer, Err(StoreError::Backend(_))), "{answer:?}");

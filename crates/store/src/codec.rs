@@ -8,7 +8,7 @@
 use std::fmt::Display;
 
 use butterfly_core::account::{Account, Email, LegacyMd5, UserId};
-use butterfly_core::lists::{Gtc, ListMask, Privacy};
+use butterfly_core::lists::{Gtc, ListMask, Privacy, TombstoneKind};
 use butterfly_core::store::StoreError;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -65,6 +65,22 @@ pub(crate) fn privacy(column: &str, s: &str) -> Result<Privacy, StoreError> {
 
 pub(crate) fn gtc(column: &str, s: &str) -> Result<Gtc, StoreError> {
     Gtc::parse(s).ok_or_else(|| corrupt(column, s))
+}
+
+/// `ab_tombstones.kind` as stored.
+pub(crate) fn kind_text(k: TombstoneKind) -> &'static str {
+    match k {
+        TombstoneKind::Contact => "contact",
+        TombstoneKind::Group => "group",
+    }
+}
+
+pub(crate) fn tombstone_kind(column: &str, s: &str) -> Result<TombstoneKind, StoreError> {
+    match s {
+        "contact" => Ok(TombstoneKind::Contact),
+        "group" => Ok(TombstoneKind::Group),
+        _ => Err(corrupt(column, s)),
+    }
 }
 
 /// The columns [`account`] reads, for `SELECT {ACCOUNT_COLUMNS} FROM users`.

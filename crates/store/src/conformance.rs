@@ -21,6 +21,7 @@ use std::time::Duration;
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{
     ContactRef, EditOutcome, GroupRef, Gtc, List, ListError, ListMask, ListOp, Privacy, Roster,
+    Tombstone, TombstoneKind, now_ms,
 };
 use butterfly_core::store::{Store, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -53,6 +54,9 @@ where
         groups_and_membership,
         settings_nicknames_and_peer_views,
         delete_account_cascades,
+        change_stamps_order_edits_and_mark_rows,
+        settings_edits_stamp_the_owner,
+        removals_leave_tombstones,
         concurrent_edits_of_one_owner,
         concurrent_edits_lose_nothing,
     );
@@ -93,7 +97,8 @@ fn add_to_group(name: &str, group: GroupRef) -> ListOp {
     }
 }
 
-fn remove(list: List, name: &str) -> ListOp {
+/// Take `name@example.com` off `list`.
+pub fn remove(list: List, name: &str) -> ListOp {
     ListOp::Remove {
         list,
         target: ContactRef::Email(email(name)),
@@ -656,6 +661,273 @@ pub async fn delete_account_cascades(store: Arc<dyn Store>) {
     // Their lists lost an entry, so cached lists must be refetched.
     assert_eq!((a.version, c.version), (before.0 + 1, before.1 + 1));
     assert_eq!(store.roster(bob.id).await.unwrap().owner, None);
+}
+
+/// Change stamps: every edit takes a stamp from the clock (this machine's: the checks run
+/// the store locally), strictly above the owner's previous one even for edits back to back
+/// in one millisecond, and writes it into exactly the rows it changes; an RL change stamps
+/// the target's row with the target's stamp and moves only the target's counter besides
+/// the owner's; a refused edit moves nothing.
+pub async fn change_stamps_order_edits_and_mark_rows(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let fresh = store.roster(alice.id).await.unwrap();
+    assert_eq!(
+        (fresh.stamp, fresh.settings_changed_at),
+        (0, 0),
+        "no edit yet"
+    );
+
+    // An FL add stamps the owner's new row, and the target's new RL row in the target's
+    // counter.
+    let before = now_ms();
+    let out = ok(store, &alice, add(List::Forward, "bob")).await;
+    let (a, b) = (
+        store.roster(alice.id).await.unwrap(),
+        store.roster(bob.id).await.unwrap(),
+    );
+    assert!(a.stamp >= before, "stamp {} drawn before {before}", a.stamp);
+    assert!(b.stamp >= before, "stamp {} drawn before {before}", b.stamp);
+    let bob_row = a.contact(&email("bob")).unwrap();
+    assert_eq!(bob_row.changed_at, a.stamp, "the added row");
+    assert_eq!(
+        out.contact.unwrap().changed_at,
+        a.stamp,
+        "the outcome's row"
+    );
+    assert_eq!(
+        b.contact(&email("alice")).unwrap().changed_at,
+        b.stamp,
+        "the RL row, in Bob's counter"
+    );
+    assert_eq!((a.settings_changed_at, b.settings_changed_at), (0, 0));
+
+    // Back to back: many of these share a millisecond, yet every stamp is new.
+    let mut stamps = vec![a.stamp];
+    for n in 0..25 {
+        let op = ListOp::SetNickname {
+            contact: bob_row.guid,
+            name: format!("Bobby {n}"),
+        };
+        stamps.push(ok(store, &alice, op).await.contact.unwrap().changed_at);
+    }
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "stamps must strictly increase: {stamps:?}"
+    );
+    let a = store.roster(alice.id).await.unwrap();
+    assert_eq!(a.stamp, *stamps.last().unwrap());
+    assert_eq!(a.contact(&email("bob")).unwrap().changed_at, a.stamp);
+    assert_eq!(
+        store.roster(bob.id).await.unwrap(),
+        b,
+        "Alice's nicknames are not Bob's changes"
+    );
+
+    // Another row's edit leaves this one's stamp alone; AL is not FL, so Carol's counter
+    // does not move.
+    ok(store, &alice, add(List::Allow, "carol")).await;
+    let a2 = store.roster(alice.id).await.unwrap();
+    assert!(a2.stamp > a.stamp);
+    assert_eq!(a2.contact(&email("carol")).unwrap().changed_at, a2.stamp);
+    assert_eq!(
+        a2.contact(&email("bob")).unwrap().changed_at,
+        a.stamp,
+        "rows keep their stamps"
+    );
+    assert_eq!(store.roster(carol.id).await.unwrap().stamp, 0);
+
+    // An RL change on a row the target keeps (Bob also allows Alice) stamps that row with
+    // the target's next stamp.
+    ok(store, &bob, add(List::Allow, "alice")).await;
+    let b1 = store.roster(bob.id).await.unwrap();
+    ok(store, &alice, remove(List::Forward, "bob")).await;
+    let b2 = store.roster(bob.id).await.unwrap();
+    assert!(b2.stamp > b1.stamp, "the target's counter moved");
+    let row = b2.contact(&email("alice")).unwrap();
+    assert_eq!((row.lists.0, row.changed_at), (AL, b2.stamp));
+
+    // Refused edits stamp nothing.
+    let a3 = store.roster(alice.id).await.unwrap();
+    refused(store, &alice, add(List::Allow, "carol")).await;
+    refused(store, &alice, add(List::Forward, "nobody")).await;
+    assert_eq!(store.roster(alice.id).await.unwrap(), a3);
+
+    // What a reload shows is what the edit said.
+    let c = ok(store, &alice, add(List::Forward, "carol"))
+        .await
+        .contact
+        .unwrap();
+    let a4 = store.roster(alice.id).await.unwrap();
+    assert_eq!(a4.contact(&c.email).unwrap().changed_at, c.changed_at);
+    assert_eq!(a4.stamp, c.changed_at);
+}
+
+/// The owner's own settings — privacy, GTC, friendly name, properties (the WLM "Me"
+/// contact) — move `settings_changed_at` with the owner's stamp; list edits do not, and
+/// settings edits stamp no contact row and nobody else.
+pub async fn settings_edits_stamp_the_owner(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    ok(store, &alice, add(List::Forward, "bob")).await;
+    let a0 = store.roster(alice.id).await.unwrap();
+    let b0 = store.roster(bob.id).await.unwrap();
+    let row = a0.contact(&email("bob")).unwrap().changed_at;
+
+    let mut last = a0.stamp;
+    let property = |value: &str| ListOp::SetProperty {
+        key: "PHH".into(),
+        value: value.into(),
+    };
+    for op in [
+        ListOp::SetPrivacy(Privacy::BlockAll),
+        ListOp::SetGtc(Gtc::NoAsk),
+        ListOp::SetFriendlyName("Alice A".into()),
+        property("555 0100"),
+        property(""),
+    ] {
+        ok(store, &alice, op.clone()).await;
+        let a = store.roster(alice.id).await.unwrap();
+        assert!(a.stamp > last, "{op:?}");
+        assert_eq!(a.settings_changed_at, a.stamp, "{op:?}");
+        assert_eq!(a.contact(&email("bob")).unwrap().changed_at, row, "{op:?}");
+        last = a.stamp;
+    }
+    assert_eq!(store.roster(bob.id).await.unwrap().stamp, b0.stamp);
+
+    ok(store, &alice, add(List::Allow, "bob")).await;
+    let a = store.roster(alice.id).await.unwrap();
+    assert!(a.stamp > last);
+    assert_eq!(
+        a.settings_changed_at, last,
+        "a list edit is not a settings edit"
+    );
+}
+
+/// Deleting a contact row (its last list gone, by the owner or by an RL change) or a group
+/// leaves a tombstone with its GUID (and the contact's sign-in name) stamped like the
+/// deleting edit; `tombstones(since)` returns exactly those newer than `since`, oldest
+/// first. Deleting an account leaves one in the lists of everyone who had it.
+pub async fn removals_leave_tombstones(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+
+    let friends = ok(
+        store,
+        &alice,
+        ListOp::AddGroup {
+            name: "Friends".into(),
+        },
+    )
+    .await
+    .group
+    .unwrap();
+    ok(store, &alice, add(List::Forward, "bob")).await;
+    ok(
+        store,
+        &alice,
+        add_to_group("carol", GroupRef::Guid(friends.guid)),
+    )
+    .await;
+    let a0 = store.roster(alice.id).await.unwrap();
+    assert_eq!(store.tombstones(alice.id, 0).await.unwrap(), vec![]);
+    let bob_guid = a0.contact(&email("bob")).unwrap().guid;
+    let alice_in_bob = store
+        .roster(bob.id)
+        .await
+        .unwrap()
+        .contact(&email("alice"))
+        .unwrap()
+        .guid;
+
+    // Alice drops Bob: her row goes (FL was all it held), and so does Bob's RL-only row
+    // about her — each leaves a tombstone in its owner's counter.
+    ok(store, &alice, remove(List::Forward, "bob")).await;
+    let a1 = store.roster(alice.id).await.unwrap();
+    let bob_gone = Tombstone {
+        kind: TombstoneKind::Contact,
+        guid: bob_guid,
+        email: Some(email("bob")),
+        deleted_at: a1.stamp,
+    };
+    assert!(a1.stamp > a0.stamp);
+    assert_eq!(
+        store.tombstones(alice.id, a0.stamp).await.unwrap(),
+        vec![bob_gone.clone()]
+    );
+    let b1 = store.roster(bob.id).await.unwrap();
+    assert!(b1.contacts.is_empty());
+    assert_eq!(
+        store.tombstones(bob.id, 0).await.unwrap(),
+        vec![Tombstone {
+            kind: TombstoneKind::Contact,
+            guid: alice_in_bob,
+            email: Some(email("alice")),
+            deleted_at: b1.stamp,
+        }]
+    );
+
+    // Deleting a group leaves a group tombstone and restamps the members it drops.
+    ok(
+        store,
+        &alice,
+        ListOp::RemoveGroup {
+            group: GroupRef::Number(friends.number),
+        },
+    )
+    .await;
+    let a2 = store.roster(alice.id).await.unwrap();
+    assert!(a2.stamp > a1.stamp);
+    assert_eq!(a2.contact(&email("carol")).unwrap().changed_at, a2.stamp);
+    let group_gone = Tombstone {
+        kind: TombstoneKind::Group,
+        guid: friends.guid,
+        email: None,
+        deleted_at: a2.stamp,
+    };
+    assert_eq!(
+        store.tombstones(alice.id, 0).await.unwrap(),
+        vec![bob_gone.clone(), group_gone.clone()],
+        "oldest first"
+    );
+    assert_eq!(
+        store.tombstones(alice.id, a1.stamp).await.unwrap(),
+        vec![group_gone.clone()],
+        "only those after `since`"
+    );
+    assert_eq!(store.tombstones(alice.id, a2.stamp).await.unwrap(), vec![]);
+
+    // A contact re-added is a new row (new GUID); its old tombstone stays.
+    let back = ok(store, &alice, add(List::Forward, "bob")).await;
+    assert_ne!(back.contact.unwrap().guid, bob_guid);
+    assert_eq!(store.tombstones(alice.id, 0).await.unwrap().len(), 2);
+
+    // Deleting Carol's account removes her from Alice's lists: a tombstone there, in
+    // Alice's next stamp. Carol's own tombstones go with her.
+    let carol_guid = a2.contact(&email("carol")).unwrap().guid;
+    let a3 = store.roster(alice.id).await.unwrap();
+    ok(store, &carol, add(List::Block, "bob")).await;
+    ok(store, &carol, remove(List::Block, "bob")).await;
+    assert_eq!(store.tombstones(carol.id, 0).await.unwrap().len(), 1);
+    assert!(store.delete_account(&email("carol")).await.unwrap());
+    let a4 = store.roster(alice.id).await.unwrap();
+    assert!(a4.stamp > a3.stamp);
+    assert_eq!(
+        store.tombstones(alice.id, a3.stamp).await.unwrap(),
+        vec![Tombstone {
+            kind: TombstoneKind::Contact,
+            guid: carol_guid,
+            email: Some(email("carol")),
+            deleted_at: a4.stamp,
+        }]
+    );
+    assert_eq!(store.tombstones(carol.id, 0).await.unwrap(), vec![]);
+    assert_eq!(store.tombstones(UserId(4242), 0).await.unwrap(), vec![]);
 }
 
 /// Many tasks editing at once, many of them touching the same users: every acknowledged

@@ -20,6 +20,18 @@
 //!   updates), and another process on the same file (a `butterfly` admin command) waits
 //!   for the busy timeout instead of failing a read-then-write upgrade.
 //!
+//! Change stamps and tombstones (for the WLM address book's delta syncs; the model is in
+//! [`butterfly_core::lists`]): each edit bumps its owner's `users.ab_stamp` to
+//! `max(now, ab_stamp + 1)` in the same statement as the list version, and writes that
+//! stamp into every row it writes (`contacts.changed_at`, `list_groups.changed_at`,
+//! `users.settings_changed_at`); an RL change does the same with the other user's counter
+//! for their row. Deleting a contact row or a group inserts into `ab_tombstones` in the same
+//! transaction, and so does deleting an account, for every owner whose lists held it.
+//! Retention: each deletion also purges up to 100 of that owner's tombstones older than
+//! [`TOMBSTONE_RETENTION`](butterfly_core::lists::TOMBSTONE_RETENTION) plus a day (slack
+//! for callers whose clock runs behind ours); nothing else removes them, except deleting
+//! the owner's account.
+//!
 //! SQLite statements are runtime-checked (`sqlx::query`): the `query!` macros of a crate
 //! are checked against one database kind, and that is Postgres here (its offline data in
 //! `.sqlx/` lets the crate build without any database).
@@ -38,7 +50,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
-use butterfly_core::lists::{ContactRef, EditOutcome, ListError, ListOp, PeerView, Roster};
+use butterfly_core::lists::{
+    ContactRef, EditOutcome, ListError, ListOp, PeerView, Roster, Tombstone, deltas_reach_back_to,
+    now_ms,
+};
 use butterfly_core::store::{Store, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -56,6 +71,19 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reader connections for a file database.
 const READERS: u32 = 8;
+
+/// Expired tombstones one deletion purges at most: bounded work per edit, yet more than
+/// the one tombstone it adds, so an owner's backlog shrinks.
+pub(crate) const PURGE_BATCH: i64 = 100;
+/// Tombstones outlive [`TOMBSTONE_RETENTION`](butterfly_core::lists::TOMBSTONE_RETENTION)
+/// by this much before they are purged, so a caller whose clock runs somewhat behind the
+/// store's still finds every tombstone its horizon ([`deltas_reach_back_to`]) promises.
+const PURGE_SLACK: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Tombstones stamped before this (ms) may be purged at `now`.
+pub(crate) fn purge_cutoff(now: i64) -> i64 {
+    deltas_reach_back_to(now).saturating_sub(PURGE_SLACK.as_millis() as i64)
+}
 
 /// The embedded store: one SQLite file (or an in-memory database, for tests).
 ///
@@ -234,8 +262,9 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Also bumps the list version of everyone who had the account on a list: their lists
-    /// lose an entry, and MSNP2–9 clients only refetch when the version moves.
+    /// Also bumps the list version and change stamp of everyone who had the account on a
+    /// list, and leaves a contact tombstone in their lists: their lists lose an entry, and
+    /// MSNP2–9 clients only refetch when the version moves, WLM ones when the stamp does.
     async fn delete_account(&self, email: &Email) -> Result<bool, StoreError> {
         let mut tx = self
             .write
@@ -252,10 +281,25 @@ impl Store for SqliteStore {
             return Ok(false);
         };
         sqlx::query(
-            "UPDATE users SET list_version = list_version + 1 \
+            "UPDATE users SET list_version = list_version + 1, ab_stamp = MAX(?2, ab_stamp + 1) \
              WHERE id IN (SELECT owner FROM contacts WHERE contact = ?1 AND owner <> ?1)",
         )
         .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        // Each owner's tombstone carries that owner's new stamp.
+        sqlx::query(
+            "INSERT INTO ab_tombstones (owner, kind, guid, email, deleted_at) \
+             SELECT c.owner, 'contact', c.guid, ?2, u.ab_stamp \
+             FROM contacts c JOIN users u ON u.id = c.owner \
+             WHERE c.contact = ?1 AND c.owner <> ?1 \
+             ON CONFLICT (owner, kind, guid) DO UPDATE \
+             SET email = excluded.email, deleted_at = excluded.deleted_at",
+        )
+        .bind(id)
+        .bind(email.as_str())
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -318,15 +362,22 @@ impl Store for SqliteStore {
                 return Ok(Err(refused));
             }
         };
+        let now = now_ms();
+        let (version, stamp) = lists::bump(&mut tx, owner, now).await?;
         for m in &plan.mutations {
-            lists::write(&mut tx, owner, m).await?;
+            lists::write(&mut tx, owner, stamp, now, m).await?;
         }
-        let version = lists::bump_version(&mut tx, owner).await?;
         tx.commit().await.map_err(backend)?;
-        tracing::debug!(owner = owner.0, version, "list edit committed");
+        tracing::debug!(owner = owner.0, version, stamp, "list edit committed");
         Ok(Ok(EditOutcome {
             version,
             ..plan.outcome
-        }))
+        }
+        .stamped(stamp)))
+    }
+
+    async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(backend)?;
+        lists::tombstones(&mut conn, owner, since).await
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{
-    ContactRef, EditOutcome, ListError, ListOp, Mutation, PeerView, Roster,
+    ContactRef, EditOutcome, ListError, ListOp, Mutation, PeerView, Roster, Tombstone, now_ms,
 };
 use butterfly_core::store::{Store, StoreError};
 use sqlx::migrate::Migrator;
@@ -209,16 +209,18 @@ impl PgStore {
             }
         }
 
+        let now = now_ms();
+        let (version, stamp) = lists::bump(&mut tx, owner, now).await?;
         for m in &plan.mutations {
-            lists::write(&mut tx, owner, m).await?;
+            lists::write(&mut tx, owner, stamp, now, m).await?;
         }
-        let version = lists::bump_version(&mut tx, owner).await?;
         tx.commit().await?;
-        tracing::debug!(owner = owner.0, version, "list edit committed");
+        tracing::debug!(owner = owner.0, version, stamp, "list edit committed");
         Ok(Ok(EditOutcome {
             version,
             ..plan.outcome
-        }))
+        }
+        .stamped(stamp)))
     }
 
     /// One attempt at [`Store::delete_account`].
@@ -248,9 +250,24 @@ impl PgStore {
             return Ok(false);
         }
         sqlx::query!(
-            "UPDATE users SET list_version = list_version + 1 \
+            "UPDATE users \
+             SET list_version = list_version + 1, ab_stamp = GREATEST($2, ab_stamp + 1) \
              WHERE id IN (SELECT owner FROM contacts WHERE contact = $1 AND owner <> $1)",
-            id
+            id,
+            now_ms()
+        )
+        .execute(&mut *tx)
+        .await?;
+        // Each owner's tombstone carries that owner's new stamp.
+        sqlx::query!(
+            "INSERT INTO ab_tombstones (owner, kind, guid, email, deleted_at) \
+             SELECT c.owner, 'contact', c.guid, $2::TEXT, u.ab_stamp \
+             FROM contacts c JOIN users u ON u.id = c.owner \
+             WHERE c.contact = $1 AND c.owner <> $1 \
+             ON CONFLICT (owner, kind, guid) DO UPDATE \
+             SET email = EXCLUDED.email, deleted_at = EXCLUDED.deleted_at",
+            id,
+            email.as_str()
         )
         .execute(&mut *tx)
         .await?;
@@ -386,8 +403,9 @@ impl Store for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Also bumps the list version of everyone who had the account on a list: their lists
-    /// lose an entry, and MSNP2–9 clients only refetch when the version moves.
+    /// Also bumps the list version and change stamp of everyone who had the account on a
+    /// list, and leaves a contact tombstone in their lists: their lists lose an entry, and
+    /// MSNP2–9 clients only refetch when the version moves, WLM ones when the stamp does.
     async fn delete_account(&self, email: &Email) -> Result<bool, StoreError> {
         retry("delete account", || self.try_delete_account(email)).await
     }
@@ -439,6 +457,13 @@ impl Store for PgStore {
             }
             attempt += 1;
         }
+    }
+
+    async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        lists::tombstones(&mut conn, owner, since)
+            .await
+            .map_err(Failure::into_store_error)
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,15 +18,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{
-    ContactRef, EditOutcome, Gtc, List, ListError, ListOp, PeerView, Privacy, Roster,
+    ContactRef, EditOutcome, Gtc, List, ListError, ListOp, PeerView, Privacy, Roster, Tombstone,
+    TombstoneKind, deltas_reach_back_to, now_ms,
 };
 use butterfly_core::store::{Store, StoreError};
 use butterfly_store::conformance::{self, TestPostgres, with_postgres};
 use butterfly_store::{MIGRATOR, PG_MIGRATOR, PgOptions, PgStore};
 use sqlx::Connection;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnection;
+use uuid::Uuid;
 
-use support::{FL, ORPHANS, RL, add, email, lists, ok, user};
+use support::{FL, ORPHANS, RL, add, email, lists, ok, remove, user};
 
 async fn count(url: &str, sql: &str) -> i64 {
     let mut conn = PgConnection::connect(url).await.unwrap();
@@ -153,6 +157,9 @@ impl Store for Processes {
     ) -> Result<Result<EditOutcome, ListError>, StoreError> {
         self.pick().edit(owner, op).await
     }
+    async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
+        self.pick().tombstones(owner, since).await
+    }
 }
 
 /// Many tasks editing one owner, and many owners editing each other, through three pools:
@@ -244,6 +251,9 @@ async fn migrations_are_idempotent() {
         ok(&store, &alice, ListOp::SetPrivacy(Privacy::BlockAll)).await;
         let roster = store.roster(alice.id).await.unwrap();
         store.close().await;
+        // The change stamps are part of what must survive.
+        assert!(roster.stamp > 0 && roster.settings_changed_at > 0);
+        assert!(roster.contacts[0].changed_at > 0);
 
         // A fresh database migrated by several processes at once.
         let fresh = pg.create_database().await;
@@ -403,4 +413,184 @@ async fn unreachable_database_fails_instead_of_hanging() {
     // A malformed URL is refused up front.
     let bad = PgStore::connect("postgres://[", PgOptions::default()).await;
     assert!(matches!(bad, Err(StoreError::Backend(_))), "{bad:?}");
+}
+
+/// A user's change stamp never goes back, even when the clock is behind it (stepped back,
+/// or many edits within a millisecond ran it ahead): edits count on from the stored stamp,
+/// one apart. An RL change stamps the target's row in the target's counter.
+#[tokio::test]
+async fn stamps_count_on_when_the_clock_is_behind() {
+    with_postgres(|pg| async move {
+        let store = pg.store().await;
+        let url = pg.database_urls().pop().unwrap();
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let ahead = now_ms() + 3_600_000;
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE users SET ab_stamp = $1 WHERE id = $2")
+            .bind(ahead)
+            .bind(bob.id.0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+
+        ok(&store, &alice, add(List::Forward, "bob")).await;
+        let b = store.roster(bob.id).await.unwrap();
+        assert_eq!(b.stamp, ahead + 1);
+        assert_eq!(b.contact(&email("alice")).unwrap().changed_at, ahead + 1);
+        assert!(store.roster(alice.id).await.unwrap().stamp < ahead);
+        for n in 2..5 {
+            ok(&store, &bob, ListOp::SetFriendlyName(format!("Bob {n}"))).await;
+            let b = store.roster(bob.id).await.unwrap();
+            assert_eq!((b.stamp, b.settings_changed_at), (ahead + n, ahead + n));
+        }
+        conn.close().await.unwrap();
+        store.close().await;
+    })
+    .await;
+}
+
+/// Tombstones past the retention (and its slack) are purged when the owner next deletes
+/// something, at most 100 per deletion; younger ones stay.
+#[tokio::test]
+async fn expired_tombstones_are_purged_on_the_next_deletion() {
+    with_postgres(|pg| async move {
+        let store = pg.store().await;
+        let url = pg.database_urls().pop().unwrap();
+        let alice = user(&store, "alice").await;
+        let _bob = user(&store, "bob").await;
+        let _carol = user(&store, "carol").await;
+        ok(&store, &alice, add(List::Allow, "bob")).await;
+        ok(&store, &alice, add(List::Allow, "carol")).await;
+
+        let day = 24 * 60 * 60 * 1000;
+        let horizon = deltas_reach_back_to(now_ms());
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let insert = |guid: Uuid, at: i64| {
+            sqlx::query(
+                "INSERT INTO ab_tombstones (owner, kind, guid, email, deleted_at) \
+                 VALUES ($1, 'group', $2, NULL, $3)",
+            )
+            .bind(alice.id.0)
+            .bind(guid)
+            .bind(at)
+        };
+        insert(Uuid::new_v4(), horizon + day)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for n in 0..120 {
+            insert(Uuid::new_v4(), horizon - 2 * day - n)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+        let expired = format!(
+            "SELECT COUNT(*) FROM ab_tombstones WHERE deleted_at < {}",
+            horizon - day
+        );
+
+        ok(&store, &alice, remove(List::Allow, "bob")).await;
+        assert_eq!(count(&url, &expired).await, 20, "100 purged");
+        ok(&store, &alice, remove(List::Allow, "carol")).await;
+        assert_eq!(count(&url, &expired).await, 0);
+        let left: Vec<_> = store
+            .tombstones(alice.id, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.kind, t.email.map(|e| e.to_string())))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (TombstoneKind::Group, None),
+                (TombstoneKind::Contact, Some("bob@example.com".into())),
+                (TombstoneKind::Contact, Some("carol@example.com".into())),
+            ]
+        );
+        store.close().await;
+    })
+    .await;
+}
+
+/// Migration 2 on a database written at version 1: existing rows read with stamp 0, and
+/// edits, stamps and tombstones work on them.
+#[tokio::test]
+async fn version_2_migrates_a_populated_database() {
+    with_postgres(|pg| async move {
+        let url = pg.create_database().await;
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let v1 = Migrator {
+            migrations: Cow::Owned(
+                PG_MIGRATOR
+                    .iter()
+                    .filter(|m| m.version == 1)
+                    .cloned()
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        v1.run_direct(&mut conn).await.unwrap();
+        let (bob_row, group) = (Uuid::new_v4(), Uuid::new_v4());
+        for (sql, guid) in [
+            (
+                "INSERT INTO users (id, email, friendly_name, password_hash) OVERRIDING SYSTEM VALUE \
+                 VALUES (1, 'alice@example.com', 'alice', 'x'), (2, 'bob@example.com', 'bob', 'x')",
+                None,
+            ),
+            (
+                "INSERT INTO list_groups (owner, number, guid, name) VALUES (1, 1, $1, 'Friends')",
+                Some(group),
+            ),
+            (
+                "INSERT INTO contacts (owner, contact, guid, lists) VALUES (1, 2, $1, 1)",
+                Some(bob_row),
+            ),
+            (
+                "INSERT INTO contacts (owner, contact, guid, lists) VALUES (2, 1, $1, 8)",
+                Some(Uuid::new_v4()),
+            ),
+            (
+                "INSERT INTO contact_groups (owner, contact, number) VALUES (1, 2, 1)",
+                None,
+            ),
+        ] {
+            let q = sqlx::query(sql);
+            let q = match guid {
+                Some(g) => q.bind(g),
+                None => q,
+            };
+            q.execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+
+        PgStore::migrate_url(&url).await.unwrap();
+        let store = PgStore::connect(&url, TestPostgres::options())
+            .await
+            .unwrap();
+        let alice = store
+            .account_by_email(&email("alice"))
+            .await
+            .unwrap()
+            .unwrap();
+        let a = store.roster(alice.id).await.unwrap();
+        assert_eq!((a.stamp, a.settings_changed_at), (0, 0));
+        assert_eq!((a.groups[0].guid, a.groups[0].changed_at), (group, 0));
+        let bob = a.contact(&email("bob")).unwrap();
+        assert_eq!((bob.guid, bob.lists.0, bob.changed_at), (bob_row, FL, 0));
+        assert_eq!(bob.groups, vec![1]);
+
+        ok(&store, &alice, remove(List::Forward, "bob")).await;
+        let a = store.roster(alice.id).await.unwrap();
+        assert!(a.stamp > 0);
+        let gone = store.tombstones(alice.id, 0).await.unwrap();
+        assert_eq!(
+            gone.iter().map(|t| (t.guid, t.deleted_at)).collect::<Vec<_>>(),
+            [(bob_row, a.stamp)]
+        );
+        store.close().await;
+    })
+    .await;
 }

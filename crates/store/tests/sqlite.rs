@@ -4,17 +4,22 @@
 
 mod support;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use butterfly_core::lists::{ContactRef, GroupRef, List, ListOp, Privacy};
+use butterfly_core::lists::{
+    ContactRef, GroupRef, List, ListOp, Privacy, TombstoneKind, deltas_reach_back_to, now_ms,
+};
 use butterfly_core::store::Store;
-use butterfly_store::{SqliteStore, conformance};
+use butterfly_store::{MIGRATOR, SqliteStore, conformance};
 use sqlx::Connection;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use uuid::Uuid;
 
-use support::{FL, ORPHANS, RL, add, email, lists, ok, user};
+use support::{FL, ORPHANS, RL, add, email, lists, ok, remove, user};
 
 /// A directory under the system temp dir, removed on drop (also when a test fails).
 struct TempDir(PathBuf);
@@ -178,6 +183,9 @@ async fn data_survives_reopen() {
     let roster = store.roster(alice.id).await.unwrap();
     let accounts = store.accounts().await.unwrap();
     store.close().await;
+    // The change stamps are part of what must survive.
+    assert!(roster.stamp > 0 && roster.settings_changed_at > 0);
+    assert!(roster.contacts[0].changed_at > 0 && roster.groups[0].changed_at > 0);
 
     let store = SqliteStore::open(&path).await.unwrap();
     store.migrate().await.unwrap();
@@ -243,4 +251,179 @@ async fn two_stores_on_one_file_take_turns() {
     }
     first.close().await;
     second.close().await;
+}
+
+/// A user's change stamp never goes back, even when the clock is behind it (stepped back,
+/// or many edits within a millisecond ran it ahead): edits count on from the stored stamp,
+/// one apart. An RL change stamps the target's row in the target's counter.
+#[tokio::test]
+async fn stamps_count_on_when_the_clock_is_behind() {
+    let dir = TempDir::new("stamps");
+    let store = SqliteStore::open(&dir.db()).await.unwrap();
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let ahead = now_ms() + 3_600_000;
+    sqlx::query("UPDATE users SET ab_stamp = ? WHERE id = ?")
+        .bind(ahead)
+        .bind(bob.id.0)
+        .execute(&mut raw(&dir.db()).await)
+        .await
+        .unwrap();
+
+    ok(&store, &alice, add(List::Forward, "bob")).await;
+    let b = store.roster(bob.id).await.unwrap();
+    assert_eq!(b.stamp, ahead + 1);
+    assert_eq!(b.contact(&email("alice")).unwrap().changed_at, ahead + 1);
+    assert!(store.roster(alice.id).await.unwrap().stamp < ahead);
+    for n in 2..5 {
+        ok(&store, &bob, ListOp::SetFriendlyName(format!("Bob {n}"))).await;
+        let b = store.roster(bob.id).await.unwrap();
+        assert_eq!((b.stamp, b.settings_changed_at), (ahead + n, ahead + n));
+    }
+    store.close().await;
+}
+
+/// Tombstones past the retention (and its slack) are purged when the owner next deletes
+/// something, at most 100 per deletion; younger ones stay.
+#[tokio::test]
+async fn expired_tombstones_are_purged_on_the_next_deletion() {
+    let dir = TempDir::new("purge");
+    let store = SqliteStore::open(&dir.db()).await.unwrap();
+    let alice = user(&store, "alice").await;
+    let _bob = user(&store, "bob").await;
+    let _carol = user(&store, "carol").await;
+    ok(&store, &alice, add(List::Allow, "bob")).await;
+    ok(&store, &alice, add(List::Allow, "carol")).await;
+
+    let day = 24 * 60 * 60 * 1000;
+    let horizon = deltas_reach_back_to(now_ms());
+    let mut conn = raw(&dir.db()).await;
+    let young = Uuid::new_v4();
+    let insert = |guid: Uuid, at: i64| {
+        sqlx::query(
+            "INSERT INTO ab_tombstones (owner, kind, guid, email, deleted_at) \
+             VALUES (?, 'group', ?, NULL, ?)",
+        )
+        .bind(alice.id.0)
+        .bind(guid.hyphenated().to_string())
+        .bind(at)
+    };
+    insert(young, horizon + day)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for n in 0..120 {
+        insert(Uuid::new_v4(), horizon - 2 * day - n)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let expired = format!(
+        "SELECT COUNT(*) FROM ab_tombstones WHERE deleted_at < {}",
+        horizon - day
+    );
+
+    ok(&store, &alice, remove(List::Allow, "bob")).await;
+    assert_eq!(count(&mut conn, &expired).await, 20, "100 purged");
+    ok(&store, &alice, remove(List::Allow, "carol")).await;
+    assert_eq!(count(&mut conn, &expired).await, 0);
+    let left: Vec<_> = store
+        .tombstones(alice.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.kind, t.email.map(|e| e.to_string())))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (TombstoneKind::Group, None),
+            (TombstoneKind::Contact, Some("bob@example.com".into())),
+            (TombstoneKind::Contact, Some("carol@example.com".into())),
+        ]
+    );
+    store.close().await;
+}
+
+/// Migration 2 on a database written at version 1: existing rows read with stamp 0, and
+/// edits, stamps and tombstones work on them.
+#[tokio::test]
+async fn version_2_migrates_a_populated_database() {
+    let dir = TempDir::new("populated");
+    let path = dir.db();
+    let mut conn = SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    let v1 = Migrator {
+        migrations: Cow::Owned(
+            MIGRATOR
+                .iter()
+                .filter(|m| m.version == 1)
+                .cloned()
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    v1.run(&mut conn).await.unwrap();
+    let (bob_row, group) = (Uuid::new_v4(), Uuid::new_v4());
+    for (sql, guid) in [
+        (
+            "INSERT INTO users (id, email, friendly_name, password_hash) VALUES \
+             (1, 'alice@example.com', 'alice', 'x'), (2, 'bob@example.com', 'bob', 'x')",
+            None,
+        ),
+        (
+            "INSERT INTO list_groups (owner, number, guid, name) VALUES (1, 1, ?, 'Friends')",
+            Some(group),
+        ),
+        (
+            "INSERT INTO contacts (owner, contact, guid, lists) VALUES (1, 2, ?, 1)",
+            Some(bob_row),
+        ),
+        (
+            "INSERT INTO contacts (owner, contact, guid, lists) VALUES (2, 1, ?, 8)",
+            Some(Uuid::new_v4()),
+        ),
+        (
+            "INSERT INTO contact_groups (owner, contact, number) VALUES (1, 2, 1)",
+            None,
+        ),
+    ] {
+        let q = sqlx::query(sql);
+        let q = match guid {
+            Some(g) => q.bind(g.hyphenated().to_string()),
+            None => q,
+        };
+        q.execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let alice = store
+        .account_by_email(&email("alice"))
+        .await
+        .unwrap()
+        .unwrap();
+    let a = store.roster(alice.id).await.unwrap();
+    assert_eq!((a.stamp, a.settings_changed_at), (0, 0));
+    assert_eq!((a.groups[0].guid, a.groups[0].changed_at), (group, 0));
+    let bob = a.contact(&email("bob")).unwrap();
+    assert_eq!((bob.guid, bob.lists.0, bob.changed_at), (bob_row, FL, 0));
+    assert_eq!(bob.groups, vec![1]);
+
+    ok(&store, &alice, remove(List::Forward, "bob")).await;
+    let a = store.roster(alice.id).await.unwrap();
+    assert!(a.stamp > 0);
+    let gone = store.tombstones(alice.id, 0).await.unwrap();
+    assert_eq!(
+        gone.iter()
+            .map(|t| (t.guid, t.deleted_at))
+            .collect::<Vec<_>>(),
+        [(bob_row, a.stamp)]
+    );
+    store.close().await;
 }

@@ -8,12 +8,16 @@
 //!
 //! Statements are `query!` macros, checked against the schema at build time (offline data
 //! in `crates/store/.sqlx`).
+//!
+//! Change stamps and tombstones as in SQLite: [`bump`] advances a user's counter with the
+//! list version, [`write`] stamps what it writes, deletions leave tombstones.
 
 use std::collections::HashMap;
 
 use butterfly_core::account::{Email, UserId};
 use butterfly_core::lists::{
-    Contact, Group, List, ListMask, Mutation, PeerView, Privacy, Roster, Target,
+    Contact, Group, List, ListMask, Mutation, PeerView, Privacy, Roster, Target, Tombstone,
+    TombstoneKind,
 };
 use butterfly_core::store::StoreError;
 use sqlx::PgConnection;
@@ -21,6 +25,7 @@ use uuid::Uuid;
 
 use super::Failure;
 use crate::codec;
+use crate::{PURGE_BATCH, purge_cutoff};
 
 /// Lock the users rows of `ids` (those that exist), waiting for other holders, in id
 /// order; returns the ids locked.
@@ -66,7 +71,8 @@ pub(crate) async fn load_roster(
     owner: UserId,
 ) -> Result<Option<Roster>, Failure> {
     let Some(user) = sqlx::query!(
-        "SELECT friendly_name, privacy, gtc, list_version FROM users WHERE id = $1",
+        "SELECT friendly_name, privacy, gtc, list_version, ab_stamp, settings_changed_at \
+         FROM users WHERE id = $1",
         owner.0
     )
     .fetch_optional(&mut *conn)
@@ -76,7 +82,7 @@ pub(crate) async fn load_roster(
     };
 
     let groups = sqlx::query!(
-        "SELECT number, guid, name FROM list_groups WHERE owner = $1 ORDER BY number",
+        "SELECT number, guid, name, changed_at FROM list_groups WHERE owner = $1 ORDER BY number",
         owner.0
     )
     .fetch_all(&mut *conn)
@@ -87,6 +93,7 @@ pub(crate) async fn load_roster(
             number: codec::group_number("list_groups.number", row.number.into())?,
             guid: row.guid,
             name: row.name,
+            changed_at: row.changed_at,
         })
     })
     .collect::<Result<Vec<_>, StoreError>>()?;
@@ -104,7 +111,7 @@ pub(crate) async fn load_roster(
     }
 
     let contacts = sqlx::query!(
-        r#"SELECT c.contact, u.email, u.friendly_name, c.nickname, c.guid, c.lists,
+        r#"SELECT c.contact, u.email, u.friendly_name, c.nickname, c.guid, c.lists, c.changed_at,
                   u.privacy AS peer_privacy, COALESCE(r.lists, 0) AS "peer_lists!"
            FROM contacts c
            JOIN users u ON u.id = c.contact
@@ -129,6 +136,7 @@ pub(crate) async fn load_roster(
                 privacy: codec::privacy("users.privacy", &row.peer_privacy)?,
                 lists_of_me: codec::mask("contacts.lists", row.peer_lists.into())?,
             },
+            changed_at: row.changed_at,
         })
     })
     .collect::<Result<Vec<_>, StoreError>>()?;
@@ -152,7 +160,40 @@ pub(crate) async fn load_roster(
         groups,
         contacts,
         properties,
+        stamp: user.ab_stamp,
+        settings_changed_at: user.settings_changed_at,
     }))
+}
+
+/// The owner's tombstones stamped after `since`, oldest first.
+pub(crate) async fn tombstones(
+    conn: &mut PgConnection,
+    owner: UserId,
+    since: i64,
+) -> Result<Vec<Tombstone>, Failure> {
+    let rows = sqlx::query!(
+        "SELECT kind, guid, email, deleted_at FROM ab_tombstones \
+         WHERE owner = $1 AND deleted_at > $2 ORDER BY deleted_at, kind, guid",
+        owner.0,
+        since
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let tombstones = rows
+        .into_iter()
+        .map(|row| {
+            Ok(Tombstone {
+                kind: codec::tombstone_kind("ab_tombstones.kind", &row.kind)?,
+                guid: row.guid,
+                email: row
+                    .email
+                    .map(|e| codec::email("ab_tombstones.email", &e))
+                    .transpose()?,
+                deleted_at: row.deleted_at,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(tombstones)
 }
 
 /// How `owner` treats `viewer`. An account that does not exist (deleted meanwhile) lets
@@ -210,39 +251,52 @@ pub(crate) async fn resolve_target(
     }))
 }
 
-/// Write one mutation of `owner`'s plan. The caller holds the row locks of the owner and
-/// of every [`Mutation::SetReverse`] target.
+/// Write one mutation of `owner`'s plan, stamping what it writes with `stamp` (the owner's,
+/// from [`bump`]); `now` is the edit's clock reading, for other users' stamps and the
+/// tombstone purge. The caller holds the row locks of the owner and of every
+/// [`Mutation::SetReverse`] target.
 pub(crate) async fn write(
     conn: &mut PgConnection,
     owner: UserId,
+    stamp: i64,
+    now: i64,
     m: &Mutation,
 ) -> Result<(), Failure> {
     match m {
-        Mutation::PutContact(c) => put_contact(conn, owner, c).await?,
+        Mutation::PutContact(c) => put_contact(conn, owner, c, stamp).await?,
         Mutation::DeleteContact(user) => {
-            // Group memberships go with it (ON DELETE CASCADE).
-            sqlx::query!(
-                "DELETE FROM contacts WHERE owner = $1 AND contact = $2",
-                owner.0,
-                user.0
-            )
-            .execute(&mut *conn)
-            .await?;
+            delete_contact_row(conn, owner, *user, 0, stamp, now).await?
         }
-        Mutation::SetReverse { target, on } => set_reverse(conn, owner, *target, *on).await?,
+        Mutation::SetReverse { target, on } => set_reverse(conn, owner, *target, *on, now).await?,
         Mutation::PutGroup(g) => {
             sqlx::query!(
-                "INSERT INTO list_groups (owner, number, guid, name) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (owner, number) DO UPDATE SET guid = EXCLUDED.guid, name = EXCLUDED.name",
+                "INSERT INTO list_groups (owner, number, guid, name, changed_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (owner, number) DO UPDATE SET guid = EXCLUDED.guid, \
+                 name = EXCLUDED.name, changed_at = EXCLUDED.changed_at",
                 owner.0,
                 group_number(g.number)?,
                 g.guid,
-                g.name
+                g.name,
+                stamp
             )
             .execute(&mut *conn)
             .await?;
         }
         Mutation::DeleteGroup(number) => {
+            sqlx::query!(
+                "INSERT INTO ab_tombstones (owner, kind, guid, email, deleted_at) \
+                 SELECT owner, $1::TEXT, guid, NULL, $2::BIGINT FROM list_groups \
+                 WHERE owner = $3 AND number = $4 \
+                 ON CONFLICT (owner, kind, guid) DO UPDATE \
+                 SET deleted_at = EXCLUDED.deleted_at",
+                codec::kind_text(TombstoneKind::Group),
+                stamp,
+                owner.0,
+                group_number(*number)?
+            )
+            .execute(&mut *conn)
+            .await?;
             sqlx::query!(
                 "DELETE FROM list_groups WHERE owner = $1 AND number = $2",
                 owner.0,
@@ -250,46 +304,63 @@ pub(crate) async fn write(
             )
             .execute(&mut *conn)
             .await?;
+            purge_tombstones(conn, owner, now).await?;
         }
         Mutation::SetPrivacy(p) => {
             sqlx::query!(
-                "UPDATE users SET privacy = $1 WHERE id = $2",
+                "UPDATE users SET privacy = $1, settings_changed_at = $2 WHERE id = $3",
                 p.code(),
+                stamp,
                 owner.0
             )
             .execute(&mut *conn)
             .await?;
         }
         Mutation::SetGtc(g) => {
-            sqlx::query!("UPDATE users SET gtc = $1 WHERE id = $2", g.code(), owner.0)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Mutation::SetFriendlyName(name) => {
             sqlx::query!(
-                "UPDATE users SET friendly_name = $1 WHERE id = $2",
-                name,
+                "UPDATE users SET gtc = $1, settings_changed_at = $2 WHERE id = $3",
+                g.code(),
+                stamp,
                 owner.0
             )
             .execute(&mut *conn)
             .await?;
         }
-        Mutation::SetProperty { key, value } if value.is_empty() => {
+        Mutation::SetFriendlyName(name) => {
             sqlx::query!(
-                "DELETE FROM properties WHERE owner = $1 AND key = $2",
-                owner.0,
-                key
+                "UPDATE users SET friendly_name = $1, settings_changed_at = $2 WHERE id = $3",
+                name,
+                stamp,
+                owner.0
             )
             .execute(&mut *conn)
             .await?;
         }
         Mutation::SetProperty { key, value } => {
+            if value.is_empty() {
+                sqlx::query!(
+                    "DELETE FROM properties WHERE owner = $1 AND key = $2",
+                    owner.0,
+                    key
+                )
+                .execute(&mut *conn)
+                .await?;
+            } else {
+                sqlx::query!(
+                    "INSERT INTO properties (owner, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (owner, key) DO UPDATE SET value = EXCLUDED.value",
+                    owner.0,
+                    key,
+                    value
+                )
+                .execute(&mut *conn)
+                .await?;
+            }
+            // Properties are settings too (the "Me" contact).
             sqlx::query!(
-                "INSERT INTO properties (owner, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (owner, key) DO UPDATE SET value = EXCLUDED.value",
-                owner.0,
-                key,
-                value
+                "UPDATE users SET settings_changed_at = $1 WHERE id = $2",
+                stamp,
+                owner.0
             )
             .execute(&mut *conn)
             .await?;
@@ -298,28 +369,100 @@ pub(crate) async fn write(
     Ok(())
 }
 
-/// Bump a user's list version; returns the new value.
-pub(crate) async fn bump_version(conn: &mut PgConnection, user: UserId) -> Result<u64, Failure> {
-    let v = sqlx::query_scalar!(
-        "UPDATE users SET list_version = list_version + 1 WHERE id = $1 RETURNING list_version",
+/// Bump a user's list version and change stamp (`max(now, stamp + 1)`, so it strictly
+/// increases even within one millisecond or when the clock steps back); returns both.
+pub(crate) async fn bump(
+    conn: &mut PgConnection,
+    user: UserId,
+    now: i64,
+) -> Result<(u64, i64), Failure> {
+    let row = sqlx::query!(
+        "UPDATE users SET list_version = list_version + 1, ab_stamp = GREATEST($1, ab_stamp + 1) \
+         WHERE id = $2 RETURNING list_version, ab_stamp",
+        now,
         user.0
     )
     .fetch_one(&mut *conn)
     .await?;
-    Ok(codec::version("users.list_version", v)?)
+    Ok((
+        codec::version("users.list_version", row.list_version)?,
+        row.ab_stamp,
+    ))
 }
 
-/// Upsert the owner's row for the contact and replace its group memberships.
-async fn put_contact(conn: &mut PgConnection, owner: UserId, c: &Contact) -> Result<(), Failure> {
+/// Delete `owner`'s row about `contact` — only if it holds none of the lists in `unless`
+/// (0: whatever it holds) — leaving a tombstone stamped `stamp` (the owner's), and purge
+/// the owner's expired tombstones. Group memberships go with the row (ON DELETE CASCADE).
+async fn delete_contact_row(
+    conn: &mut PgConnection,
+    owner: UserId,
+    contact: UserId,
+    unless: i32,
+    stamp: i64,
+    now: i64,
+) -> Result<(), Failure> {
     sqlx::query!(
-        "INSERT INTO contacts (owner, contact, guid, lists, nickname) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO ab_tombstones (owner, kind, guid, email, deleted_at) \
+         SELECT c.owner, $1::TEXT, c.guid, u.email, $2::BIGINT \
+         FROM contacts c JOIN users u ON u.id = c.contact \
+         WHERE c.owner = $3 AND c.contact = $4 AND (c.lists & $5::INTEGER) = 0 \
+         ON CONFLICT (owner, kind, guid) DO UPDATE \
+         SET email = EXCLUDED.email, deleted_at = EXCLUDED.deleted_at",
+        codec::kind_text(TombstoneKind::Contact),
+        stamp,
+        owner.0,
+        contact.0,
+        unless
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM contacts WHERE owner = $1 AND contact = $2 AND (lists & $3::INTEGER) = 0",
+        owner.0,
+        contact.0,
+        unless
+    )
+    .execute(&mut *conn)
+    .await?;
+    purge_tombstones(conn, owner, now).await
+}
+
+/// Drop up to [`PURGE_BATCH`] of the owner's tombstones past the retention: bounded work
+/// per deletion, and more than one deletion adds, so the backlog cannot grow.
+async fn purge_tombstones(conn: &mut PgConnection, owner: UserId, now: i64) -> Result<(), Failure> {
+    sqlx::query!(
+        "DELETE FROM ab_tombstones WHERE owner = $1 AND (kind, guid) IN \
+         (SELECT kind, guid FROM ab_tombstones WHERE owner = $1 AND deleted_at < $2 \
+          ORDER BY deleted_at LIMIT $3)",
+        owner.0,
+        purge_cutoff(now),
+        PURGE_BATCH
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Upsert the owner's row for the contact, stamped `stamp`, and replace its group
+/// memberships.
+async fn put_contact(
+    conn: &mut PgConnection,
+    owner: UserId,
+    c: &Contact,
+    stamp: i64,
+) -> Result<(), Failure> {
+    sqlx::query!(
+        "INSERT INTO contacts (owner, contact, guid, lists, nickname, changed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (owner, contact) DO UPDATE \
-         SET guid = EXCLUDED.guid, lists = EXCLUDED.lists, nickname = EXCLUDED.nickname",
+         SET guid = EXCLUDED.guid, lists = EXCLUDED.lists, nickname = EXCLUDED.nickname, \
+             changed_at = EXCLUDED.changed_at",
         owner.0,
         c.user.0,
         c.guid,
         i32::from(c.lists.0),
-        c.nickname.as_deref()
+        c.nickname.as_deref(),
+        stamp
     )
     .execute(&mut *conn)
     .await?;
@@ -343,48 +486,50 @@ async fn put_contact(conn: &mut PgConnection, owner: UserId, c: &Contact) -> Res
     Ok(())
 }
 
-/// Set or clear RL on `target`'s row about `owner`, and bump `target`'s list version.
+/// Set or clear RL on `target`'s row about `owner`, and bump `target`'s list version and
+/// change stamp; the row is stamped with `target`'s new stamp (it is `target`'s list).
 ///
 /// Only the RL bit is touched, with SQL arithmetic on the current row, so the target's own
 /// bits (FL, AL, BL, groups, nickname) are kept whatever they are now. The row is created
-/// with a fresh GUID when missing, and deleted when RL was all that held it.
+/// with a fresh GUID when missing, and deleted (leaving a tombstone in `target`'s lists)
+/// when RL was all that held it.
 async fn set_reverse(
     conn: &mut PgConnection,
     owner: UserId,
     target: UserId,
     on: bool,
+    now: i64,
 ) -> Result<(), Failure> {
+    let (_, stamp) = bump(conn, target, now).await?;
     let rl = i32::from(List::Reverse.bit());
     if on {
         sqlx::query!(
-            "INSERT INTO contacts (owner, contact, guid, lists) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (owner, contact) DO UPDATE SET lists = contacts.lists | EXCLUDED.lists",
+            "INSERT INTO contacts (owner, contact, guid, lists, changed_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (owner, contact) DO UPDATE \
+             SET lists = contacts.lists | EXCLUDED.lists, changed_at = EXCLUDED.changed_at",
             target.0,
             owner.0,
             Uuid::new_v4(),
-            rl
+            rl,
+            stamp
         )
         .execute(&mut *conn)
         .await?;
     } else {
+        delete_contact_row(conn, target, owner, !rl, stamp, now).await?;
         sqlx::query!(
-            "DELETE FROM contacts WHERE owner = $1 AND contact = $2 AND (lists & ~$3::INTEGER) = 0",
-            target.0,
-            owner.0,
-            rl
-        )
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query!(
-            "UPDATE contacts SET lists = lists & ~$1::INTEGER WHERE owner = $2 AND contact = $3",
+            "UPDATE contacts SET lists = lists & ~$1::INTEGER, changed_at = $2 \
+             WHERE owner = $3 AND contact = $4",
             rl,
+            stamp,
             target.0,
             owner.0
         )
         .execute(&mut *conn)
         .await?;
     }
-    bump_version(conn, target).await.map(drop)
+    Ok(())
 }
 
 /// Group numbers are small (one more than the highest in use), so they fit the INTEGER

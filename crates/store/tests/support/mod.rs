@@ -8,7 +8,7 @@ pub(crate) const FL: u8 = 1;
 pub(crate) const RL: u8 = 8;
 
 // The account and list helpers of the behaviour suite, for backend-specific tests too.
-pub(crate) use butterfly_store::conformance::{add, email, lists, ok, user};
+pub(crate) use butterfly_store::conformance::{add, email, lists, ok, remove, user};
 
 /// Rows no list holds, which the API cannot show: contacts with an empty mask, and group
 /// memberships of contacts not on FL. The same SQL in both dialects.
