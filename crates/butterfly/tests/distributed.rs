@@ -488,18 +488,96 @@ async fn a_redis_cluster_node_restart_loses_no_presence() {
     );
 }
 
+/// Windows Live Messenger users on different gateways: sign-in through the token
+/// service (Passport's process) and `USR SSO`, lists edited with `ADL` and read back from
+/// the address book's SOAP service (its own process), the "added you" push, presence and
+/// `UUN` across gateways.
+#[tokio::test]
+async fn wlm_users_on_different_gateways() {
+    let Some(net) = network("WLM across gateways", NetworkOptions::default()).await else {
+        return;
+    };
+    net.add_user("alice@example.com", "pw", "Alice").await;
+    net.add_user("bob@example.com", "pw", "Bob").await;
+    let mut alice = net.login(0, 18, "alice@example.com", "pw").await;
+    let mut bob = net.login(1, 15, "bob@example.com", "pw").await;
+
+    let adl =
+        |who: &str| format!("<ml><d n=\"example.com\"><c n=\"{who}\" l=\"3\" t=\"1\"/></d></ml>");
+    let tr = alice.cmd_payload("ADL", "", adl("bob").into_bytes()).await;
+    assert_eq!(alice.next_line().await, format!("ADL {tr} OK"));
+    let push = bob.expect("ADL").await;
+    assert_eq!(
+        push.payload.as_deref(),
+        Some(
+            &b"<ml><d n=\"example.com\"><c n=\"alice\" t=\"1\" l=\"8\" f=\"Alice\"/></d></ml>"[..]
+        )
+    );
+    let tr = bob.cmd_payload("ADL", "", adl("alice").into_bytes()).await;
+    assert_eq!(bob.next_line().await, format!("ADL {tr} OK"));
+    alice.expect("ADL").await;
+
+    // Presence both ways, each in its dialect's form.
+    let tr = alice.cmd("CHG", "NLN 2789003324:48 0").await;
+    assert_eq!(
+        alice.next_line().await,
+        format!("CHG {tr} NLN 2789003324:48 0")
+    );
+    let tr = bob.cmd("CHG", "BSY 1985855524 0").await;
+    assert_eq!(bob.next_line().await, format!("CHG {tr} BSY 1985855524 0"));
+    // Bob's first CHG: Alice, already online, comes as ILN with its TrID.
+    expect_line(&mut bob, "Alice online", TIMEOUT, |l| {
+        l == format!("ILN {tr} NLN alice@example.com 1 Alice 2789003324 0")
+    })
+    .await;
+    expect_line(&mut alice, "Bob busy", TIMEOUT, |l| {
+        l == "NLN BSY 1:bob@example.com Bob 1985855524:0 0"
+    })
+    .await;
+
+    // The address book (its own process) shows what the NS edits stored.
+    let ticket = alice.token("contacts.msn.com").ticket.clone();
+    let (status, members) = butterfly_testkit::soap::call(
+        net.addressbook.addr("http"),
+        butterfly_testkit::soap::Service::Sharing,
+        &ticket,
+        butterfly_testkit::soap::FIND_MEMBERSHIP,
+    )
+    .await;
+    assert_eq!(status, 200, "{members}");
+    assert!(
+        members.contains("<PassportName>bob@example.com</PassportName>"),
+        "{members}"
+    );
+
+    // A user notification crosses gateways as UBN.
+    let tr = alice
+        .cmd_payload("UUN", "bob@example.com 1", b"<x/>".to_vec())
+        .await;
+    assert_eq!(alice.next_line().await, format!("UUN {tr} OK"));
+    // (Bob's mail data and a challenge may come first.)
+    let ubn = bob.expect_where("UBN", |f| f.verb.as_str() == "UBN").await;
+    assert_eq!(ubn.payload.as_deref(), Some(&b"<x/>"[..]));
+    assert_eq!(
+        ubn.args[..2],
+        ["alice@example.com".to_owned(), "1".to_owned()]
+    );
+}
+
 /// Wait, bounded, for `pred` on a line from `c`; lines before it are skipped.
 async fn expect_line(c: &mut Client, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) {
+    let mut seen = Vec::new();
     let found = tokio::time::timeout(limit, async {
         loop {
             let l = c.next_line().await;
             if pred(&l) {
                 return;
             }
+            seen.push(l);
         }
     })
     .await;
-    assert!(found.is_ok(), "no {what} within {limit:?}");
+    assert!(found.is_ok(), "no {what} within {limit:?}; got {seen:?}");
 }
 
 #[tokio::test]
