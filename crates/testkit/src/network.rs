@@ -226,7 +226,14 @@ impl Network {
             .spawn(
                 "ns-gateway",
                 i,
-                &["--addressbook-url", &book, "--ns-listen", "127.0.0.1:0"],
+                &[
+                    "--addressbook-url",
+                    &book,
+                    "--ns-listen",
+                    "127.0.0.1:0",
+                    "--http-listen",
+                    "127.0.0.1:0",
+                ],
             )
             .await;
         self.gateways.push(p);
