@@ -272,6 +272,11 @@ impl Network {
         self.passport.addr("http")
     }
 
+    /// Gateway `i`'s HTTP listener: the MSNP gateway (`/gateway/gateway.dll`).
+    pub fn gateway_http(&self, i: usize) -> SocketAddr {
+        self.gateways[i].addr("http")
+    }
+
     pub fn database_url(&self) -> &str {
         &self.database_url
     }
