@@ -1,4 +1,6 @@
-//! The Notification Server role: one task per MSNP client connection.
+//! The Notification Server role: one task per MSNP client connection, over TCP ([`run`])
+//! or through the HTTP polling gateway ([`gateway`]), which also carries switchboard
+//! connections for clients that can only make HTTP requests.
 //!
 //! Architecture invariant: the NS holds no durable state. Everything a session knows —
 //! the roster, the presence of contacts — is read from the [`Store`] and the [`Bus`] at
