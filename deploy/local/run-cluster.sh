@@ -116,8 +116,11 @@ done
 for i in "${!pids[@]}"; do wait_ready "$i"; done
 for ((i = 0; i < gateways; i++)); do
     alloc
+    ns_port=$got
+    alloc
+    # Each gateway also serves the HTTP gateway (/gateway/gateway.dll) on its own port.
     start "ns-gateway-$i" --target ns-gateway --redis-url "$BUTTERFLY_REDIS_URL" \
-        --addressbook-url "$book_url" --ns-listen "$host:$got"
+        --addressbook-url "$book_url" --ns-listen "$host:$ns_port" --http-listen "$host:$got"
 done
 for i in "${!pids[@]}"; do wait_ready "$i"; done
 

@@ -272,4 +272,8 @@ impl Switchboards for RedisSwitchboards {
             }
         }
     }
+
+    fn addresses(&self) -> Vec<String> {
+        self.lock().iter().map(|s| s.address.clone()).collect()
+    }
 }

@@ -155,8 +155,8 @@ pub struct Running {
     pub ns: Option<SocketAddr>,
     /// Switchboard (switchboard role).
     pub sb: Option<SocketAddr>,
-    /// HTTP: Passport nexus and login (passport role) and the address-book SOAP services
-    /// (addressbook role).
+    /// HTTP: Passport nexus and login (passport role), the address-book SOAP services
+    /// (addressbook role), the MSNP gateway (ns-gateway role).
     pub http: Option<SocketAddr>,
     /// Address-book gRPC (addressbook role, when it runs apart from the others).
     pub grpc: Option<SocketAddr>,
@@ -317,9 +317,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         true => Some(bind(&settings.sb_listen, "switchboard").await?),
         false => None,
     };
-    // One HTTP listener serves the HTTP roles of this process: Passport and the
-    // address-book SOAP services.
-    let http_listener = match roles.has(Role::Passport) || roles.has(Role::AddressBook) {
+    // One HTTP listener serves the HTTP roles of this process: Passport, the address-book
+    // SOAP services and the MSNP gateway.
+    let http_listener = match roles.has(Role::Passport)
+        || roles.has(Role::AddressBook)
+        || roles.has(Role::NsGateway)
+    {
         true => Some(bind(&settings.http_listen, "HTTP").await?),
         false => None,
     };
@@ -385,17 +388,21 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         ));
     }
 
+    let mut gateway = None;
     if let Some(listener) = ns_listener {
-        let switchboards: Arc<dyn Switchboards> = match (&redis_config, sb) {
+        // This process's own shard, as advertised, and its listener.
+        let local_sb = sb.map(|sb| {
+            let advertised = settings
+                .sb_advertise
+                .clone()
+                .unwrap_or_else(|| format!("{public_host}:{}", sb.port()));
+            (advertised, sb)
+        });
+        let switchboards: Arc<dyn Switchboards> = match (&redis_config, &local_sb) {
             (Some(config), _) => RedisSwitchboards::start(config, redis_token.clone())
                 .await
                 .context("reading the switchboard registry in Redis")?,
-            (None, Some(sb)) => Arc::new(OneSwitchboard(
-                settings
-                    .sb_advertise
-                    .clone()
-                    .unwrap_or_else(|| format!("{public_host}:{}", sb.port())),
-            )),
+            (None, Some((advertised, _))) => Arc::new(OneSwitchboard(advertised.clone())),
             (None, None) => unreachable!("check_composition requires Redis or a local switchboard"),
         };
         let config = butterfly_ns::Config {
@@ -411,6 +418,16 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             tickets: tickets.clone(),
             switchboards,
         };
+        gateway = Some(butterfly_ns::gateway::router(
+            butterfly_ns::gateway::Config {
+                public_host: public_host.clone(),
+                local_switchboard: local_sb,
+                ..butterfly_ns::gateway::Config::default()
+            },
+            config.clone(),
+            deps.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(butterfly_ns::run(config, deps, listener, shutdown.clone()));
     }
 
@@ -436,10 +453,15 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 tickets: tickets.clone(),
             }));
         }
+        if let Some(gateway) = gateway {
+            router = router.merge(gateway);
+        }
         let app = case_insensitive(router);
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+            // The gateway counts sessions per client address.
+            let app = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+            let serve = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP listener failed");

@@ -57,6 +57,12 @@ impl Topology for Network {
 /// Sign in with MSNP12 and go online.
 async fn online(t: &impl Topology, gw: usize, email: &str) -> Client {
     let mut c = t.login(gw, 12, email).await;
+    go_online(&mut c).await;
+    c
+}
+
+/// The first `CHG NLN` of a signed-in MSNP12 client.
+async fn go_online(c: &mut Client) {
     let tr = c.cmd("CHG", "NLN 0").await;
     assert_eq!(c.next_line().await, format!("CHG {tr} NLN 0"));
     // The initial presence (ILN) and the first challenge follow the first CHG; answer
@@ -74,7 +80,6 @@ async fn online(t: &impl Topology, gw: usize, email: &str) -> Client {
     let answer = msnp::auth::challenge_response_v11(&chl.args[1], product, "YMM8C_H7KCQ2S_KL");
     let tr = c.cmd_payload("QRY", product, answer.into_bytes()).await;
     assert_eq!(c.next_line().await, format!("QRY {tr}"));
-    c
 }
 
 /// The next line, which must be the reply to the command with transaction id `tr`.
@@ -656,6 +661,53 @@ async fn a_killed_shard_drops_its_chats_and_new_chats_go_to_live_shards() {
         chat_at(&xfr, "carol@example.com", &mut dave, "dave@example.com").await;
     assert_eq!(shard, live);
     talk(&mut a, "carol@example.com", &mut b, "dave@example.com").await;
+}
+
+/// A user on the HTTP gateway of one gateway process chats with a user on another:
+/// the gateway finds the shard `XFR` named among the registered ones (all on one host
+/// here) by the cookie, and carries the switchboard session to that process.
+#[tokio::test]
+async fn a_user_on_the_http_gateway_chats_through_a_shard_in_another_process() {
+    let Some(net) = network("HTTP gateway", NetworkOptions::default()).await else {
+        return;
+    };
+    net.add_user("alice@example.com", "pw", "Alice").await;
+    net.add_user("bob@example.com", "pw", "Bob").await;
+    let http = net.gateway_http(0);
+    let mut alice = butterfly_testkit::gateway::connect_ns(http, 12);
+    alice.login(net.http(), "alice@example.com", "pw").await;
+    go_online(&mut alice).await;
+    let mut bob = online(&net, 1, "bob@example.com").await;
+    add_online_contact(&mut alice, &mut bob, "bob@example.com").await;
+    add_online_contact(&mut bob, &mut alice, "alice@example.com").await;
+
+    let xfr = xfr_sb(&mut alice).await;
+    let (host, _) = xfr.args[2].rsplit_once(':').expect("host:port");
+    let mut a = butterfly_testkit::gateway::connect_sb(http, host, 12);
+    let tr = a
+        .cmd("USR", &format!("alice@example.com {}", xfr.args[4]))
+        .await;
+    assert_eq!(
+        a.next_line().await,
+        format!("USR {tr} OK alice@example.com Alice")
+    );
+    a.cmd("CAL", "bob@example.com").await;
+    a.expect("CAL").await;
+    let rng = bob.expect("RNG").await;
+    assert_eq!(rng.args[1], xfr.args[2], "RNG names the caller's shard");
+    let mut b = Client::connect(rng.args[1].parse().expect("host:port"), 12).await;
+    let tr = b
+        .cmd(
+            "ANS",
+            &format!("bob@example.com {} {}", rng.args[3], rng.args[0]),
+        )
+        .await;
+    b.expect_where("ANS OK", |f| {
+        f.verb.as_str() == "ANS" && f.tr_id() == Some(tr)
+    })
+    .await;
+    a.expect("JOI").await;
+    talk(&mut a, "alice@example.com", &mut b, "bob@example.com").await;
 }
 
 /// A switchboard cookie is good only at the shard `XFR` named.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Decoder, Framed};
@@ -64,15 +65,36 @@ pub async fn serve<H, F>(
 /// command line, so most lines take one read.
 const READ_CHUNK: usize = 1024;
 
-/// The next frame from a framed TCP connection, holding no read buffer while the
-/// connection is quiet.
+/// A byte stream a session runs over: a TCP connection, or the in-memory pipe through
+/// which the HTTP gateway carries a session.
+pub trait Readiness {
+    /// Wait until a read would find data (or the end), without reading. A stream that
+    /// cannot tell returns at once; its session then waits with a read buffer.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Readiness for TcpStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+impl Readiness for DuplexStream {
+    /// Gateway sessions are few; they keep a read buffer while quiet.
+    async fn readable(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The next frame from a framed connection, holding no read buffer while the
+/// connection is quiet (where the stream can tell, as TCP can).
 ///
 /// Most connections are idle most of the time; an 8 KiB buffer each would dominate the
 /// memory per connection. So when nothing is buffered, the buffer is released and the
 /// task waits for readability with no buffer at all; a chunk is reserved only when bytes
 /// are there to read. Cancel-safe (both waits are).
-pub async fn next_frame<C: Decoder>(
-    framed: &mut Framed<TcpStream, C>,
+pub async fn next_frame<T: AsyncRead + Readiness + Unpin, C: Decoder>(
+    framed: &mut Framed<T, C>,
 ) -> Option<Result<C::Item, C::Error>> {
     if framed.read_buffer().is_empty() {
         if framed.read_buffer().capacity() > 0 {
@@ -87,7 +109,7 @@ pub async fn next_frame<C: Decoder>(
 }
 
 /// After a flush: give back the write buffer's memory (it is empty now).
-pub fn release_write_buffer<C>(framed: &mut Framed<TcpStream, C>) {
+pub fn release_write_buffer<T, C>(framed: &mut Framed<T, C>) {
     if framed.write_buffer().is_empty() && framed.write_buffer().capacity() > 0 {
         *framed.write_buffer_mut() = BytesMut::new();
     }

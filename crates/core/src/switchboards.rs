@@ -9,6 +9,9 @@
 pub trait Switchboards: Send + Sync + 'static {
     /// The `host:port` to write into `XFR SB`, or `None` when no shard is alive.
     fn pick(&self) -> Option<String>;
+    /// The `host:port` of every live shard, as each advertises it: the only places the
+    /// HTTP gateway may open a switchboard connection to.
+    fn addresses(&self) -> Vec<String>;
 }
 
 /// The embedded mode's single switchboard.
@@ -18,5 +21,9 @@ pub struct OneSwitchboard(pub String);
 impl Switchboards for OneSwitchboard {
     fn pick(&self) -> Option<String> {
         Some(self.0.clone())
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        vec![self.0.clone()]
     }
 }

@@ -1,9 +1,12 @@
-//! The Notification Server role: one task per MSNP client connection.
+//! The Notification Server role: one task per MSNP client connection, over TCP ([`run`])
+//! or through the HTTP polling gateway ([`gateway`]), which also carries switchboard
+//! connections for clients that can only make HTTP requests.
 //!
 //! Architecture invariant: the NS holds no durable state. Everything a session knows —
 //! the roster, the presence of contacts — is read from the [`Store`] and the [`Bus`] at
 //! sign-in and kept fresh by events, so a session can be rebuilt anywhere.
 
+pub mod gateway;
 mod session;
 mod sync;
 
@@ -86,8 +89,28 @@ pub async fn run(config: Config, deps: Deps, listener: TcpListener, shutdown: Ca
 mod tests {
     use std::sync::Arc;
 
+    async fn deps() -> Arc<crate::Deps> {
+        let store = butterfly_store::SqliteStore::open_url("sqlite::memory:")
+            .await
+            .unwrap();
+        Arc::new(crate::Deps {
+            store: Arc::new(store),
+            bus: Arc::new(butterfly_bus::MemoryBus::new()),
+            tickets: Arc::new(butterfly_core::tickets::JwtTickets::new("k", &[7; 32])),
+            switchboards: Arc::new(butterfly_core::switchboards::OneSwitchboard(
+                "127.0.0.1:1864".into(),
+            )),
+        })
+    }
+
+    fn check_size(what: &str, size: usize) {
+        eprintln!("NS session task over {what}: {size} bytes");
+        assert!(size <= 2048, "the NS session future grew to {size} bytes");
+    }
+
     /// Every signed-in user costs one session task; its size is most of the memory an idle
-    /// connection costs (docs/BENCHMARKS.md). This guards it against silent growth.
+    /// connection costs (docs/BENCHMARKS.md). This guards it against silent growth, over
+    /// TCP and over the HTTP gateway's pipe.
     #[tokio::test]
     async fn session_task_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,26 +118,18 @@ mod tests {
             .await
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let store = butterfly_store::SqliteStore::open_url("sqlite::memory:")
-            .await
-            .unwrap();
-        let deps = crate::Deps {
-            store: Arc::new(store),
-            bus: Arc::new(butterfly_bus::MemoryBus::new()),
-            tickets: Arc::new(butterfly_core::tickets::JwtTickets::new("k", &[7; 32])),
-            switchboards: Arc::new(butterfly_core::switchboards::OneSwitchboard(
-                "127.0.0.1:1864".into(),
-            )),
-        };
+        let config = Arc::new(crate::Config::default());
         let task = crate::session::run(
-            Arc::new(crate::Config::default()),
-            Arc::new(deps),
+            config.clone(),
+            deps().await,
             stream,
             peer,
             Default::default(),
         );
-        let size = std::mem::size_of_val(&task);
-        eprintln!("NS session task: {size} bytes");
-        assert!(size <= 2048, "the NS session future grew to {size} bytes");
+        check_size("TCP", std::mem::size_of_val(&task));
+
+        let (_ours, theirs) = tokio::io::duplex(1024);
+        let task = crate::session::run(config, deps().await, theirs, peer, Default::default());
+        check_size("the gateway", std::mem::size_of_val(&task));
     }
 }

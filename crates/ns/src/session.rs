@@ -12,6 +12,7 @@ use butterfly_core::lists::{
     ContactRef, EditOutcome, GroupRef, Gtc, List, ListError, ListOp, PeerView, Privacy, Roster,
 };
 use butterfly_core::metrics;
+use butterfly_core::net::Readiness;
 use butterfly_core::presence::{Presence, Status};
 use butterfly_core::store::StoreError;
 use butterfly_core::tickets::SbGrant;
@@ -23,8 +24,7 @@ use msnp::error::ErrorCode;
 use msnp::frame::Frame;
 use msnp::ml::{self, MlKind};
 use msnp::{reply, text};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -57,12 +57,22 @@ fn verb_label(verb: &[u8]) -> &'static str {
         .unwrap_or("other")
 }
 
+/// What a session runs over: a TCP connection, or the HTTP gateway's in-memory pipe.
+pub(crate) trait Stream:
+    AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static
+{
+}
+impl<S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static> Stream for S {}
+
 /// The connection's task. A plain function returning the future (not an `async fn`
 /// awaiting an inner one) so the arguments are not stored twice in every task.
-pub(crate) fn run(
+///
+/// `peer` is the client's address as the profile reports it (`ClientIP`/`ClientPort`):
+/// the TCP peer, or the HTTP peer with port 0 for a gateway session.
+pub(crate) fn run<S: Stream>(
     config: Arc<Config>,
     deps: Arc<Deps>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
@@ -74,6 +84,7 @@ pub(crate) fn run(
             now_online: None,
             // No buffers up front: an idle connection holds none (see `net::next_frame`).
             framed: Framed::with_capacity(stream, codec, 0),
+            peer,
             config,
             deps,
             dialect: None,
@@ -157,11 +168,12 @@ struct Online {
     last_activity: Instant,
 }
 
-struct Session {
+struct Session<S> {
     config: Arc<Config>,
     /// Shared by every session: one pointer here, not three.
     deps: Arc<Deps>,
-    framed: Framed<TcpStream, MsnpCodec>,
+    framed: Framed<S, MsnpCodec>,
+    peer: SocketAddr,
     dialect: Option<u8>,
     auth: Auth,
     now_online: Option<Online>,
@@ -172,7 +184,7 @@ struct Session {
     last_error: Option<ErrorCode>,
 }
 
-impl Session {
+impl<S: Stream> Session<S> {
     async fn run(&mut self, shutdown: CancellationToken) -> Close {
         let login_deadline = Instant::now() + self.config.login_timeout;
         // Set when shutdown starts: this session's moment to say OUT SSD. Spreading the
@@ -987,9 +999,7 @@ impl Session {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
-            // Asked for here rather than kept: every byte of an idle session counts.
-            let peer = self.framed.get_ref().peer_addr().ok();
-            let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+            let ip = self.peer.ip().to_string();
             self.send(reply::profile(
                 d,
                 &reply::Profile {
@@ -997,7 +1007,7 @@ impl Session {
                     puid: butterfly_core::ids::puid(account.id),
                     ticket: &ticket,
                     client_ip: &ip,
-                    client_port: peer.map_or(0, |p| p.port()),
+                    client_port: self.peer.port(),
                 },
             ));
         }

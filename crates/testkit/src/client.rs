@@ -1,5 +1,5 @@
-//! A typed MSNP client for tests: real TCP, the protocol crate's own codec in the client
-//! direction, and bounded waits.
+//! A typed MSNP client for tests: real TCP (or the HTTP gateway, see [`crate::gateway`]),
+//! the protocol crate's own codec in the client direction, and bounded waits.
 
 use std::net::SocketAddr;
 
@@ -7,14 +7,18 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use msnp::codec::{Decoded, Direction, Limits, MsnpCodec};
 use msnp::frame::Frame;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::TIMEOUT;
 
+/// What a client's bytes travel over: TCP, or the pipe to a gateway transport.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
 pub struct Client {
-    framed: Framed<TcpStream, MsnpCodec>,
+    framed: Framed<Box<dyn Transport>, MsnpCodec>,
     next_tr: u32,
     pub dialect: u8,
     pub email: String,
@@ -37,6 +41,11 @@ pub fn line(text: &str) -> Frame {
 impl Client {
     pub async fn connect(addr: SocketAddr, dialect: u8) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::over(Box::new(stream), dialect)
+    }
+
+    /// A client speaking over `stream`.
+    pub fn over(stream: Box<dyn Transport>, dialect: u8) -> Client {
         let mut codec = MsnpCodec::new(Direction::ServerToClient, Limits::CLIENT);
         codec.set_dialect(dialect);
         Client {

@@ -83,6 +83,14 @@ impl TestCluster {
         c
     }
 
+    /// [`TestCluster::login`] through the HTTP gateway (`/gateway/gateway.dll` on the
+    /// HTTP listener) instead of TCP.
+    pub async fn gateway_login(&self, dialect: u8, email: &str, password: &str) -> Client {
+        let mut c = crate::gateway::connect_ns(self.http_addr(), dialect);
+        c.login(self.http_addr(), email, password).await;
+        c
+    }
+
     /// Stop the server as SIGTERM would.
     pub async fn shutdown(mut self) -> bool {
         let running = self.running.take().expect("running");

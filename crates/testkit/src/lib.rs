@@ -8,6 +8,7 @@
 
 mod client;
 mod cluster;
+pub mod gateway;
 pub mod http;
 mod network;
 mod proxy;
@@ -15,7 +16,7 @@ pub mod rst;
 mod services;
 pub mod soap;
 
-pub use client::{Client, line, line_of, passport_login};
+pub use client::{Client, Transport, line, line_of, passport_login};
 pub use cluster::TestCluster;
 pub use network::{Network, NetworkOptions, Proc};
 pub use proxy::TcpProxy;

@@ -229,7 +229,14 @@ impl Network {
             .spawn(
                 "ns-gateway",
                 i,
-                &["--addressbook-url", &book, "--ns-listen", "127.0.0.1:0"],
+                &[
+                    "--addressbook-url",
+                    &book,
+                    "--ns-listen",
+                    "127.0.0.1:0",
+                    "--http-listen",
+                    "127.0.0.1:0",
+                ],
             )
             .await;
         self.gateways.push(p);
@@ -266,6 +273,11 @@ impl Network {
 
     pub fn http(&self) -> SocketAddr {
         self.passport.addr("http")
+    }
+
+    /// Gateway `i`'s HTTP listener: the MSNP gateway (`/gateway/gateway.dll`).
+    pub fn gateway_http(&self, i: usize) -> SocketAddr {
+        self.gateways[i].addr("http")
     }
 
     pub fn database_url(&self) -> &str {
