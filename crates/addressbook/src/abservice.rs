@@ -3,11 +3,12 @@
 //! owner's settings, and the address book's own record. The paged form capitalises the
 //! container names and adds the circle ticket (spec §8).
 
+use butterfly_core::Email;
 use butterfly_core::ids;
-use butterfly_core::lists::{Contact, Group, Gtc, List, Privacy};
+use butterfly_core::lists::{Contact, Group, Gtc, List, Privacy, Tombstone, TombstoneKind};
 use butterfly_core::tickets::Tickets;
 
-use crate::soap::ZERO_TIME;
+use crate::soap::{self, ZERO_TIME};
 use crate::xml::XmlWriter;
 use crate::{Snapshot, me_contact_id};
 
@@ -35,20 +36,44 @@ impl Form {
 pub(crate) fn find(w: &mut XmlWriter, ab: &Snapshot, form: Form, tickets: &dyn Tickets) {
     let (result, groups, contacts, record) = form.names();
     w.el(result, |w| {
-        if ab.roster.groups.is_empty() {
+        // A delta answer holds what changed after the client's stamp: changed rows, and
+        // deleted ones marked `fDeleted` (a contact that left the forward list is deleted
+        // from the address book even if it is still on another list).
+        let changed_groups: Vec<&Group> = ab
+            .roster
+            .groups
+            .iter()
+            .filter(|g| ab.shows(g.changed_at))
+            .collect();
+        let deleted_groups: Vec<&Tombstone> = deleted(ab, TombstoneKind::Group).collect();
+        if changed_groups.is_empty() && deleted_groups.is_empty() {
             w.empty(groups);
         } else {
             w.el(groups, |w| {
-                for g in &ab.roster.groups {
-                    group(w, ab, g);
+                for g in changed_groups {
+                    group(w, g);
+                }
+                for t in deleted_groups {
+                    deleted_group(w, t);
                 }
             });
         }
         w.el(contacts, |w| {
-            for c in ab.roster.on_list(List::Forward) {
-                contact(w, ab, c);
+            for c in ab.roster.contacts.iter().filter(|c| ab.shows(c.changed_at)) {
+                if c.lists.contains(List::Forward) {
+                    contact(w, ab, c);
+                } else if ab.since.is_some() {
+                    deleted_contact(w, c.guid, &c.email, c.changed_at);
+                }
             }
-            me(w, ab);
+            for t in deleted(ab, TombstoneKind::Contact) {
+                if let Some(email) = &t.email {
+                    deleted_contact(w, t.guid, email, t.deleted_at);
+                }
+            }
+            if ab.shows(ab.roster.settings_changed_at) {
+                me(w, ab);
+            }
         });
         if form == Form::Paged {
             w.el("CircleResult", |w| {
@@ -59,7 +84,41 @@ pub(crate) fn find(w: &mut XmlWriter, ab: &Snapshot, form: Form, tickets: &dyn T
     });
 }
 
-fn group(w: &mut XmlWriter, ab: &Snapshot, g: &Group) {
+/// The tombstones of `kind` in a delta answer.
+fn deleted(ab: &Snapshot, kind: TombstoneKind) -> impl Iterator<Item = &Tombstone> {
+    ab.deleted
+        .iter()
+        .map(|(t, _)| t)
+        .filter(move |t| t.kind == kind)
+}
+
+fn deleted_group(w: &mut XmlWriter, t: &Tombstone) {
+    w.el("Group", |w| {
+        w.leaf("groupId", t.guid);
+        w.el("groupInfo", |w| {
+            w.leaf("groupType", GROUP_TYPE);
+        });
+        w.empty("propertiesChanged");
+        w.leaf("fDeleted", "true");
+        w.leaf("lastChange", soap::stamp_text(t.deleted_at));
+    });
+}
+
+/// A contact gone from the address book, as a delta names it: its id and address.
+fn deleted_contact(w: &mut XmlWriter, guid: uuid::Uuid, email: &Email, at: i64) {
+    w.el("Contact", |w| {
+        w.leaf("contactId", guid);
+        w.el("contactInfo", |w| {
+            w.leaf("contactType", "Regular");
+            w.leaf("passportName", email);
+        });
+        w.empty("propertiesChanged");
+        w.leaf("fDeleted", "true");
+        w.leaf("lastChange", soap::stamp_text(at));
+    });
+}
+
+fn group(w: &mut XmlWriter, g: &Group) {
     w.el("Group", |w| {
         w.leaf("groupId", g.guid);
         w.el("groupInfo", |w| {
@@ -72,7 +131,7 @@ fn group(w: &mut XmlWriter, ab: &Snapshot, g: &Group) {
         });
         w.empty("propertiesChanged");
         w.leaf("fDeleted", "false");
-        w.leaf("lastChange", &ab.now);
+        w.leaf("lastChange", soap::stamp_text(g.changed_at));
     });
 }
 
@@ -112,7 +171,7 @@ fn contact(w: &mut XmlWriter, ab: &Snapshot, c: &Contact) {
         });
         w.empty("propertiesChanged");
         w.leaf("fDeleted", "false");
-        w.leaf("lastChange", &ab.now);
+        w.leaf("lastChange", soap::stamp_text(c.changed_at));
     });
 }
 
@@ -150,7 +209,7 @@ fn me(w: &mut XmlWriter, ab: &Snapshot) {
         });
         w.empty("propertiesChanged");
         w.leaf("fDeleted", "false");
-        w.leaf("lastChange", &ab.now);
+        w.leaf("lastChange", soap::stamp_text(roster.settings_changed_at));
     });
 }
 
@@ -195,8 +254,8 @@ fn address_book(w: &mut XmlWriter, ab: &Snapshot, form: Form) {
             w.leaf("ProfileVersion", 0);
         }
     });
-    // Clients ignore a result whose lastChange is not newer than what they cached.
-    w.leaf("lastChange", &ab.now);
+    // The owner's stamp: what the client sends back to ask for the next delta.
+    w.leaf("lastChange", &ab.stamp);
     w.leaf("DynamicItemLastChanged", ZERO_TIME);
     // The store keeps no creation date.
     w.leaf("createDate", ZERO_TIME);

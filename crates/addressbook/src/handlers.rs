@@ -2,7 +2,6 @@
 //! Every failure is a SOAP fault (`soap.rs`); nothing here panics on input.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -10,6 +9,7 @@ use axum::http::header::{CONTENT_LENGTH, HOST};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use butterfly_core::account::{Account, UserId};
+use butterfly_core::lists;
 use butterfly_core::store::StoreError;
 use butterfly_core::tickets::Service;
 use tracing::Instrument as _;
@@ -57,10 +57,10 @@ impl Action {
         }
     }
 
-    /// Refuse what this server cannot answer yet: a delta request (the store keeps no
-    /// change stamps or tombstones, so every answer is a full one), or another address
-    /// book than the user's own (a circle's, spec §8).
-    fn check(self, body: &Element) -> Result<(), Fault> {
+    /// Check the request: only the user's own address book (not a circle's, spec §8).
+    /// Returns the client's `lastChange` when it asks for a delta (`deltasOnly` true and a
+    /// `lastChange` other than "never").
+    fn check(self, body: &Element) -> Result<Option<String>, Fault> {
         let (deltas, since, ab_id) = match self {
             Action::FindMembership => (
                 body.text_at(&["deltasOnly"]),
@@ -78,13 +78,6 @@ impl Action {
                 body.text_at(&["abHandle", "ABId"]),
             ),
         };
-        // A delta from "never" is everything: answered in full.
-        if soap::boolean(deltas) && !soap::is_zero_time(since) {
-            return Err(Fault::full_sync_required(
-                self.name(),
-                since.unwrap_or_default(),
-            ));
-        }
         if let Some(id) = ab_id {
             let id = id.trim_start_matches('{').trim_end_matches('}');
             if Uuid::try_parse(id).map_or(true, |id| !id.is_nil()) {
@@ -94,8 +87,26 @@ impl Action {
                 ));
             }
         }
-        Ok(())
+        // A delta from "never" is everything: answered in full.
+        Ok((soap::boolean(deltas) && !soap::is_zero_time(since))
+            .then(|| since.unwrap_or_default().to_owned()))
     }
+}
+
+/// Where a delta answer starts (spec §3.7): the client's `lastChange` is one of our own
+/// stamps. Equal to the owner's current stamp: nothing changed. Older, but within the
+/// tombstone retention: a delta. Unreadable, newer than anything we issued, or older than
+/// the retention (deletions may be forgotten): the client must sync in full.
+fn delta_start(action: Action, client: &str, stamp: i64) -> Result<i64, Fault> {
+    let full = || Fault::full_sync_required(action.name(), client);
+    let since = soap::parse_stamp(client).ok_or_else(full)?;
+    if since == stamp {
+        return Ok(since);
+    }
+    if since > stamp || since < lists::deltas_reach_back_to(lists::now_ms()) {
+        return Err(full());
+    }
+    Ok(since)
 }
 
 pub(crate) async fn ab_service(
@@ -175,12 +186,43 @@ async fn serve(
         tracing::debug!("Unsupported action");
         Fault::unsupported(name)
     })?;
-    action.check(&request.action)?;
+    let delta = action.check(&request.action)?;
+    // The roster first, then the tombstones: a deletion between the two reads then shows
+    // as a tombstone the client may already know, never as a row it misses.
     let roster = st.deps.store.roster(owner.id).await.map_err(storage)?;
+    let since = match &delta {
+        Some(client) => Some(delta_start(action, client, roster.stamp)?),
+        None => None,
+    };
+    let mut deleted = Vec::new();
+    if let Some(since) = since {
+        for t in st
+            .deps
+            .store
+            .tombstones(owner.id, since)
+            .await
+            .map_err(storage)?
+        {
+            // A deleted contact's membership id names its account, if it still exists.
+            let user = match &t.email {
+                Some(email) => st
+                    .deps
+                    .store
+                    .account_by_email(email)
+                    .await
+                    .map_err(storage)?
+                    .map(|a| a.id),
+                None => None,
+            };
+            deleted.push((t, user));
+        }
+    }
     let ab = Snapshot {
         owner,
+        stamp: soap::stamp_text(roster.stamp),
         roster,
-        now: soap::timestamp_millis(SystemTime::now()),
+        since,
+        deleted,
     };
     let header = ServiceHeader {
         host: preferred_host(headers),

@@ -13,13 +13,16 @@
 //! (`ABAuthHeader/TicketToken`, `t=<token>&p=`); without a valid one the answer is HTTP
 //! 403. Unreadable requests and unknown actions get a SOAP fault (HTTP 500).
 //!
+//! **Deltas** (spec §3.7): every answer's `lastChange` is the owner's change stamp, which
+//! the store raises with every edit of the owner's lists or settings (also the reverse-list
+//! changes others cause). A request with `deltasOnly` and a `lastChange` we issued gets
+//! only the rows stamped after it, with removals marked `fDeleted` (contacts, groups) or
+//! `Deleted` (memberships) from the store's tombstones. A stamp we never issued, or one
+//! older than the tombstone retention, gets the `FullSyncRequired` fault and the client
+//! asks again for everything.
+//!
 //! Not yet: the edits (`AddMember`, `DeleteMember`, `ABContact*`, `ABGroup*`) and what
-//! they must tell signed-in sessions, and **deltas**. The store keeps no change stamps and
-//! no tombstones, so every answer is a full one: a request with `deltasOnly` true (and a
-//! `lastChange` other than "never") gets the `FullSyncRequired` fault and the client asks
-//! again for everything. Real deltas need a migration adding per-row change times and
-//! tombstones (spec §3.7). Until then every `lastChange` is the time of the answer, which
-//! is always newer than anything the client cached, as clients require.
+//! they must tell signed-in sessions.
 //!
 //! Architecture invariant: accounts and lists come only through the [`Store`] port and
 //! tickets only through the [`Tickets`] port, so this crate knows no database and no
@@ -41,6 +44,7 @@ use axum::Router;
 use axum::routing::post;
 use butterfly_core::account::{Account, UserId};
 use butterfly_core::lists::Roster;
+use butterfly_core::lists::Tombstone;
 use butterfly_core::store::Store;
 use butterfly_core::tickets::Tickets;
 use uuid::Uuid;
@@ -81,12 +85,26 @@ pub fn me_contact_id(user: UserId) -> Uuid {
     Uuid::new_v5(&ME_NAMESPACE, &user.0.to_be_bytes())
 }
 
-/// What one answer is made from: the signed-in owner, their roster, and the time of the
-/// answer (every `lastChange`, see the crate docs).
+/// What one answer is made from: the signed-in owner, their roster, and — for a delta
+/// answer — the point it starts from and what was deleted since.
 pub(crate) struct Snapshot {
     pub(crate) owner: Account,
     pub(crate) roster: Roster,
-    pub(crate) now: String,
+    /// The owner's change stamp as `lastChange` text: the answer's own `lastChange`, which
+    /// the client sends back to ask for what changed after it.
+    pub(crate) stamp: String,
+    /// A delta answer holds only what changed after this stamp (ms); `None`: everything.
+    pub(crate) since: Option<i64>,
+    /// Delta answers: contacts and groups deleted after `since`, with the user id of a
+    /// deleted contact (for its membership id) where the account still exists.
+    pub(crate) deleted: Vec<(Tombstone, Option<UserId>)>,
+}
+
+impl Snapshot {
+    /// Whether a row stamped `at` belongs in this answer.
+    pub(crate) fn shows(&self, at: i64) -> bool {
+        self.since.is_none_or(|since| at > since)
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! reverse and pending lists, as the Messenger service's memberships. The forward list is
 //! not a membership; it is the address book itself (`abservice.rs`).
 
+use butterfly_core::account::{Email, UserId};
 use butterfly_core::ids::{self, Role};
-use butterfly_core::lists::{Contact, List};
+use butterfly_core::lists::{List, TombstoneKind};
 
 use crate::Snapshot;
-use crate::soap::ZERO_TIME;
+use crate::soap::{self, ZERO_TIME};
 use crate::xml::XmlWriter;
 
 /// The roles in the order they are written, with the list each one shows.
@@ -39,7 +40,7 @@ pub(crate) fn find_membership(w: &mut XmlWriter, ab: &Snapshot) {
                     w.leaf("IsBot", "false");
                 });
                 w.empty("Changes");
-                w.leaf("LastChange", &ab.now);
+                w.leaf("LastChange", &ab.stamp);
                 w.leaf("Deleted", "false");
             });
         });
@@ -47,31 +48,51 @@ pub(crate) fn find_membership(w: &mut XmlWriter, ab: &Snapshot) {
     });
 }
 
+/// One member of a role as written: who, their membership id, whether this answer
+/// removes them from the role, and when that changed.
+struct Entry<'a> {
+    email: &'a Email,
+    user: Option<UserId>,
+    deleted: bool,
+    at: i64,
+}
+
 fn membership(w: &mut XmlWriter, ab: &Snapshot, role: Role, list: List, name: &str) {
+    // A full answer lists the role's members. A delta answer lists the rows changed since
+    // the client's stamp — in the role, or (the store keeps one stamp per row, not per
+    // role) marked deleted from it, which a client ignores for someone it did not list
+    // there — and the contacts deleted outright.
+    let mut entries: Vec<Entry<'_>> = ab
+        .roster
+        .contacts
+        .iter()
+        .filter(|c| ab.shows(c.changed_at))
+        .filter(|c| ab.since.is_some() || c.lists.contains(list))
+        .map(|c| Entry {
+            email: &c.email,
+            user: Some(c.user),
+            deleted: !c.lists.contains(list),
+            at: c.changed_at,
+        })
+        .collect();
+    for (t, user) in &ab.deleted {
+        if let (TombstoneKind::Contact, Some(email)) = (t.kind, &t.email) {
+            entries.push(Entry {
+                email,
+                user: *user,
+                deleted: true,
+                at: t.deleted_at,
+            });
+        }
+    }
     w.el("Membership", |w| {
         w.leaf("MemberRole", name);
-        let members: Vec<(&Contact, i32)> = ab
-            .roster
-            .on_list(list)
-            .filter_map(|c| match ids::membership_id(c.user, role) {
-                Some(id) => Some((c, id)),
-                None => {
-                    // Only past ~268 million accounts: an Int32 cannot name the member.
-                    tracing::error!(
-                        member = c.user.0,
-                        role = name,
-                        "Membership id overflows Int32; member left out"
-                    );
-                    None
-                }
-            })
-            .collect();
-        if members.is_empty() {
+        if entries.is_empty() {
             w.empty("Members");
         } else {
             w.el("Members", |w| {
-                for (contact, id) in members {
-                    member(w, ab, contact, id);
+                for e in &entries {
+                    member(w, e, role, name);
                 }
             });
         }
@@ -79,21 +100,35 @@ fn membership(w: &mut XmlWriter, ab: &Snapshot, role: Role, list: List, name: &s
     });
 }
 
-fn member(w: &mut XmlWriter, ab: &Snapshot, c: &Contact, membership_id: i32) {
+fn member(w: &mut XmlWriter, e: &Entry<'_>, role: Role, role_name: &str) {
+    // An account deleted since is named by address only (id 0).
+    let id = match e.user.map(|u| (u, ids::membership_id(u, role))) {
+        Some((_, Some(id))) => id,
+        Some((u, None)) => {
+            // Only past ~268 million accounts: an Int32 cannot name the member.
+            tracing::error!(
+                member = u.0,
+                role = role_name,
+                "Membership id overflows Int32; member left out"
+            );
+            return;
+        }
+        None => 0,
+    };
     w.el_attrs("Member", &[("xsi:type", "PassportMember")], |w| {
-        w.leaf("MembershipId", membership_id);
+        w.leaf("MembershipId", id);
         w.leaf("Type", "Passport");
         w.leaf("State", "Accepted");
-        w.leaf("Deleted", "false");
-        w.leaf("LastChanged", &ab.now);
+        w.leaf("Deleted", if e.deleted { "true" } else { "false" });
+        w.leaf("LastChanged", soap::stamp_text(e.at));
         // The store keeps no join date.
         w.leaf("JoinedDate", ZERO_TIME);
         w.leaf("ExpirationDate", ZERO_TIME);
         w.empty("Changes");
-        w.leaf("PassportName", &c.email);
+        w.leaf("PassportName", e.email);
         w.leaf("IsPassportNameHidden", "false");
         w.leaf("PassportId", 0);
-        w.leaf("CID", ids::cid(c.user));
+        w.leaf("CID", e.user.map_or(0, ids::cid));
         w.empty("PassportChanges");
         w.leaf("LookedupByCID", "false");
     });
@@ -119,6 +154,6 @@ fn owner_namespace(w: &mut XmlWriter, ab: &Snapshot) {
         w.empty("Changes");
         // The store keeps no creation date.
         w.leaf("CreateDate", ZERO_TIME);
-        w.leaf("LastChange", &ab.now);
+        w.leaf("LastChange", &ab.stamp);
     });
 }

@@ -270,6 +270,62 @@ pub(crate) fn timestamp_millis(at: SystemTime) -> String {
     )
 }
 
+/// A change stamp (ms since the Unix epoch) in the `lastChange` form.
+pub(crate) fn stamp_text(ms: i64) -> String {
+    timestamp_millis(UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+/// A client's `lastChange` (`YYYY-MM-DDTHH:MM:SS[.fraction][Z|±hh:mm]`, as we wrote it or
+/// as the official service did) in ms since the Unix epoch; `None` if it is not one.
+pub(crate) fn parse_stamp(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let num = |s: &str| -> Option<i64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-');
+    let (year, month, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    if d.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // The zone: Z, ±hh:mm, or none (UTC).
+    let (clock, offset_min) = if let Some(c) = time.strip_suffix('Z') {
+        (c, 0)
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        let (c, zone) = time.split_at(i);
+        let sign = if zone.starts_with('-') { -1 } else { 1 };
+        let (h, m) = zone[1..].split_once(':')?;
+        (c, sign * (num(h)? * 60 + num(m)?))
+    } else {
+        (time, 0)
+    };
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut c = hms.split(':');
+    let (h, m, sec) = (num(c.next()?)?, num(c.next()?)?, num(c.next()?)?);
+    if c.next().is_some() || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let millis = if fraction.is_empty() {
+        0
+    } else {
+        num(fraction)?;
+        let digits: String = fraction.chars().chain("000".chars()).take(3).collect();
+        num(&digits)?
+    };
+    // Days from 1970-01-01 (the inverse of `civil_from_days`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec - offset_min * 60;
+    Some(secs * 1000 + millis)
+}
+
 /// The proleptic Gregorian date `days` days after 1970-01-01, by eras of 400 years
 /// (146 097 days each), years counted from March so the leap day ends a year.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -290,6 +346,28 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn client_stamps_parse_back() {
+        for ms in [0, 1, 951_782_400_007, 1_714_557_600_123, 4_107_542_400_999] {
+            assert_eq!(parse_stamp(&stamp_text(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_stamp("2024-05-01T02:00:00.1230000-08:00"),
+            parse_stamp("2024-05-01T10:00:00.123Z")
+        );
+        assert_eq!(parse_stamp("2024-05-01T10:00:00"), Some(1_714_557_600_000));
+        for junk in [
+            "",
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01",
+            "2024-05-01T25:00:00Z",
+            "2024-05-01T10:00:00.x1Z",
+        ] {
+            assert_eq!(parse_stamp(junk), None, "{junk}");
+        }
+    }
 
     #[test]
     fn timestamps() {

@@ -767,7 +767,7 @@ async fn ab_find_contacts_paged_adds_the_circle_ticket() {
 // ---------------------------------------------------------------- deltas
 
 #[tokio::test]
-async fn delta_requests_are_told_to_sync_in_full() {
+async fn deltas_from_before_the_tombstone_retention_are_told_to_sync_in_full() {
     let s = start().await;
     let t = s.bob_ticket();
     let since = "2024-05-01T10:00:00.123Z";
@@ -1049,4 +1049,171 @@ fn routes_are_the_lower_case_paths() {
         SHARING_SERVICE_PATH,
         "/abservice/SharingService.asmx".to_ascii_lowercase()
     );
+}
+
+/// A delta answer (spec §3.7) holds exactly what changed after the client's stamp: edited
+/// rows, removals as `fDeleted`/`Deleted`, the Me contact when the owner's settings
+/// changed; an up-to-date stamp gets nothing; a stamp we never issued gets a full sync.
+#[tokio::test]
+async fn deltas_hold_what_changed_since_the_clients_stamp() {
+    let s = start().await;
+    let t = s.bob_ticket();
+    let paged = |since: &str| {
+        format!(
+            "<ABFindContactsPaged><filterOptions><DeltasOnly>true</DeltasOnly>\
+             <LastChanged>{since}</LastChanged></filterOptions></ABFindContactsPaged>"
+        )
+    };
+    let full = post(
+        s.addr,
+        AB_SERVICE_PATH,
+        "ABFindContactsPaged",
+        &envelope(Some(&t), AB_FIND_CONTACTS_PAGED),
+    )
+    .await;
+    let stamp = success(&full, "ABFindContactsPaged")
+        .text_of(&["ABFindContactsPagedResult", "Ab", "lastChange"])
+        .to_owned();
+    assert!(is_millis_timestamp(&stamp), "{stamp}");
+
+    // Up to date: nothing, and the same stamp back.
+    let r = post(
+        s.addr,
+        AB_SERVICE_PATH,
+        "ABFindContactsPaged",
+        &envelope(Some(&t), &paged(&stamp)),
+    )
+    .await;
+    let result = success(&r, "ABFindContactsPaged");
+    let result = result.get("ABFindContactsPagedResult");
+    assert!(result.get("Contacts").children.is_empty());
+    assert!(result.get("Groups").children.is_empty());
+    assert_eq!(result.text_of(&["Ab", "lastChange"]), stamp);
+
+    // Bob drops Carol (she leaves his lists entirely), takes Alice off FL (she stays on
+    // AL), deletes a group, and renames himself.
+    let edit = async |op: ListOp| s.store.edit(s.bob.id, op).await.unwrap().unwrap();
+    let carol = ContactRef::Email(s.carol.email.clone());
+    let alice = ContactRef::Email(s.alice.email.clone());
+    let book = s.store.roster(s.bob.id).await.unwrap();
+    let carol_guid = book.contact(&s.carol.email).unwrap().guid;
+    let alice_guid = book.contact(&s.alice.email).unwrap().guid;
+    let friends = book
+        .groups
+        .iter()
+        .find(|g| g.name == "Friends")
+        .unwrap()
+        .guid;
+    edit(ListOp::Remove {
+        list: List::Forward,
+        target: carol,
+        group: None,
+    })
+    .await;
+    edit(ListOp::Remove {
+        list: List::Forward,
+        target: alice,
+        group: None,
+    })
+    .await;
+    edit(ListOp::RemoveGroup {
+        group: GroupRef::Guid(friends),
+    })
+    .await;
+    edit(ListOp::SetFriendlyName("Bobby".into())).await;
+
+    let r = post(
+        s.addr,
+        AB_SERVICE_PATH,
+        "ABFindContactsPaged",
+        &envelope(Some(&t), &paged(&stamp)),
+    )
+    .await;
+    let result = success(&r, "ABFindContactsPaged");
+    let result = result.get("ABFindContactsPagedResult");
+    let newer = result.text_of(&["Ab", "lastChange"]).to_owned();
+    assert!(newer > stamp, "{newer} after {stamp}");
+    let contacts = result.get("Contacts").all("Contact");
+    let by_id = |id: String| {
+        contacts
+            .iter()
+            .find(|c| c.text_of(&["contactId"]) == id)
+            .unwrap_or_else(|| panic!("no contact {id} in {}", r.body))
+    };
+    for (guid, email) in [
+        (carol_guid, "carol@example.com"),
+        (alice_guid, "alice@example.com"),
+    ] {
+        let c = by_id(guid.to_string());
+        assert_eq!(c.text_of(&["fDeleted"]), "true");
+        assert_eq!(c.text_of(&["contactInfo", "passportName"]), email);
+    }
+    let me = by_id(butterfly_addressbook::me_contact_id(s.bob.id).to_string());
+    assert_eq!(me.text_of(&["contactInfo", "displayName"]), "Bobby");
+    assert_eq!(contacts.len(), 3, "only what changed: {}", r.body);
+    let groups = result.get("Groups").all("Group");
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].text_of(&["groupId"]), friends.to_string());
+    assert_eq!(groups[0].text_of(&["fDeleted"]), "true");
+
+    // The memberships: Carol deleted from every role she had; Alice still allowed.
+    let r = post(
+        s.addr,
+        SHARING_SERVICE_PATH,
+        "FindMembership",
+        &envelope(
+            Some(&t),
+            &format!("<FindMembership><deltasOnly>true</deltasOnly><lastChange>{stamp}</lastChange></FindMembership>"),
+        ),
+    )
+    .await;
+    let resp = success(&r, "FindMembership");
+    let roles = resp
+        .at(&["FindMembershipResult", "Services", "Service", "Memberships"])
+        .all("Membership");
+    let members_of = |role: &str| -> Vec<(String, String)> {
+        roles
+            .iter()
+            .find(|m| m.text_of(&["MemberRole"]) == role)
+            .unwrap()
+            .get("Members")
+            .all("Member")
+            .iter()
+            .map(|m| {
+                (
+                    m.text_of(&["PassportName"]).to_owned(),
+                    m.text_of(&["Deleted"]).to_owned(),
+                )
+            })
+            .collect()
+    };
+    let allow = members_of("Allow");
+    assert!(
+        allow.contains(&("alice@example.com".into(), "false".into())),
+        "{allow:?}"
+    );
+    assert!(
+        allow.contains(&("carol@example.com".into(), "true".into())),
+        "{allow:?}"
+    );
+    assert!(
+        !allow.iter().any(|(e, _)| e == "eve@example.com"),
+        "unchanged: {allow:?}"
+    );
+
+    // A stamp we never issued (in the future) or can no longer answer: full sync.
+    for since in [
+        "2999-01-01T00:00:00.000Z",
+        "2001-01-01T00:00:00.000Z",
+        "garbage",
+    ] {
+        let r = post(
+            s.addr,
+            AB_SERVICE_PATH,
+            "ABFindContactsPaged",
+            &envelope(Some(&t), &paged(since)),
+        )
+        .await;
+        fault(&r, 500, Some("FullSyncRequired"));
+    }
 }
