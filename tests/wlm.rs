@@ -649,3 +649,70 @@ async fn wlm2009_chats_name_each_machine() {
     );
     assert_eq!(a_sb.next_line().await, "BYE carol@example.com");
 }
+
+/// Contact management through the address book, as WLM 2009 does it: ABContactAdd puts
+/// users on the list and they are told in their own dialect's form (MSNP12 `ADC 0 RL`,
+/// MSNP18 `ADL 0` with the reverse-list bit); AddMember Block hides the blocker from the
+/// blocked user (FLN).
+#[tokio::test]
+async fn soap_edits_reach_the_users_they_concern() {
+    let cluster = TestCluster::start().await;
+    for (email, name) in [("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")] {
+        cluster
+            .add_user(&format!("{email}@example.com"), "pw", name)
+            .await;
+    }
+    let mut alice = cluster.login(18, "alice@example.com", "pw").await;
+    let mut bob = cluster.login(12, "bob@example.com", "pw").await;
+    let mut carol = cluster.login(18, "carol@example.com", "pw").await;
+    chg(&mut alice, "NLN").await;
+    chg(&mut bob, "NLN").await;
+    let ticket = alice.token("contacts.msn.com").ticket.clone();
+    let http = cluster.http_addr();
+    for who in ["bob", "carol"] {
+        let add = format!(
+            "<ABContactAdd xmlns=\"http://www.msn.com/webservices/AddressBook\"><abId>00000000-0000-0000-0000-000000000000</abId><contacts><Contact><contactInfo><contactType>LivePending</contactType><passportName>{who}@example.com</passportName><isMessengerUser>true</isMessengerUser></contactInfo></Contact></contacts><options><EnableAllowListManagement>true</EnableAllowListManagement></options></ABContactAdd>"
+        );
+        let (status, body) = soap::call(http, Service::AddressBook, &ticket, &add).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(soap::text_of(&body, "guid").is_some(), "{body}");
+    }
+    assert_eq!(
+        bob.next_line().await,
+        "ADC 0 RL N=alice@example.com F=Alice"
+    );
+    let push = carol.expect("ADL").await;
+    assert_eq!(
+        push.payload.as_deref(),
+        Some(
+            &b"<ml><d n=\"example.com\"><c n=\"alice\" t=\"1\" l=\"8\" f=\"Alice\"/></d></ml>"[..]
+        )
+    );
+    // WLM mirrors the edit with an ADL: already done, still OK.
+    let (tr, reply) = ml(
+        &mut alice,
+        "ADL",
+        "<ml><d n=\"example.com\"><c n=\"bob\" l=\"3\" t=\"1\"/></d></ml>",
+    )
+    .await;
+    assert_eq!(reply, format!("ADL {tr} OK"));
+
+    // Bob adds Alice back (MSNP12) and sees her; then Alice blocks him over SOAP.
+    let tr = bob.cmd("ADC", "FL N=alice@example.com F=Alice").await;
+    assert!(
+        bob.next_line()
+            .await
+            .starts_with(&format!("ADC {tr} FL N=alice@example.com"))
+    );
+    assert_eq!(
+        bob.next_line().await,
+        format!(
+            "NLN NLN alice@example.com Alice {} 0",
+            caps(18).split(':').next().unwrap()
+        )
+    );
+    let block = "<AddMember xmlns=\"http://www.msn.com/webservices/AddressBook\"><serviceHandle><Id>0</Id><Type>Messenger</Type><ForeignId></ForeignId></serviceHandle><memberships><Membership><MemberRole>Block</MemberRole><Members><Member xsi:type=\"PassportMember\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><Type>Passport</Type><State>Accepted</State><PassportName>bob@example.com</PassportName></Member></Members></Membership></memberships></AddMember>";
+    let (status, body) = soap::call(http, Service::Sharing, &ticket, block).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bob.next_line().await, "FLN alice@example.com");
+}

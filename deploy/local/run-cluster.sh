@@ -95,12 +95,13 @@ wait_ready() {
 listener() { sed -n "s/^$2 listening on //p" "${outs[$1]}" | head -n 1; }
 
 # The address book (gRPC for the other roles, SOAP over HTTP for clients) and Passport
-# share a process and so one HTTP listener: every HTTP path is at one address.
+# share a process and so one HTTP listener: every HTTP path is at one address. The
+# address book publishes what its SOAP edits mean for signed-in users through Redis.
 alloc
 grpc_port=$got
 alloc
 start addressbook --target addressbook,passport --database-url "$BUTTERFLY_DATABASE_URL" \
-    --grpc-listen "$host:$grpc_port" --http-listen "$host:$got"
+    --redis-url "$BUTTERFLY_REDIS_URL" --grpc-listen "$host:$grpc_port" --http-listen "$host:$got"
 wait_ready 0
 book_url="http://$(listener 0 grpc)"
 

@@ -16,6 +16,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::abservice::{self, Form};
+use crate::edits::{self, Edit};
 use crate::soap::{self, Fault, Request, ServiceHeader};
 use crate::xml::Element;
 use crate::{Deps, MAX_BODY_BYTES, Snapshot, sharing};
@@ -109,6 +110,23 @@ fn delta_start(action: Action, client: &str, stamp: i64) -> Result<i64, Fault> {
     Ok(since)
 }
 
+/// The edit actions each endpoint serves.
+fn edit_of(endpoint: Endpoint, name: &str) -> Option<Edit> {
+    Some(match (endpoint, name) {
+        (Endpoint::SharingService, "AddMember") => Edit::AddMember,
+        (Endpoint::SharingService, "DeleteMember") => Edit::DeleteMember,
+        (Endpoint::AbService, "ABContactAdd") => Edit::ContactAdd,
+        (Endpoint::AbService, "ABContactDelete") => Edit::ContactDelete,
+        (Endpoint::AbService, "ABContactUpdate") => Edit::ContactUpdate,
+        (Endpoint::AbService, "ABGroupAdd") => Edit::GroupAdd,
+        (Endpoint::AbService, "ABGroupUpdate") => Edit::GroupUpdate,
+        (Endpoint::AbService, "ABGroupDelete") => Edit::GroupDelete,
+        (Endpoint::AbService, "ABGroupContactAdd") => Edit::GroupContactAdd,
+        (Endpoint::AbService, "ABGroupContactDelete") => Edit::GroupContactDelete,
+        _ => return None,
+    })
+}
+
 pub(crate) async fn ab_service(
     State(st): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -182,6 +200,20 @@ async fn serve(
     let owner = authenticate(st, request).await?;
     tracing::Span::current().record("user", owner.id.0);
     let name = request.action.name.as_str();
+    let header = ServiceHeader {
+        host: preferred_host(headers),
+        session_id: Uuid::new_v4(),
+    };
+    if let Some(edit) = edit_of(endpoint, name) {
+        let answer = edits::apply(&st.deps, &owner, edit, &request.action).await?;
+        return Ok(soap::success(&header, edit.name(), |w| {
+            if let (edits::Answer::Guid(id), Some(result)) = (answer, edit.result_name()) {
+                w.el(result, |w| {
+                    w.leaf("guid", id);
+                });
+            }
+        }));
+    }
     let action = Action::of(endpoint, name).ok_or_else(|| {
         tracing::debug!("Unsupported action");
         Fault::unsupported(name)
@@ -223,10 +255,6 @@ async fn serve(
         roster,
         since,
         deleted,
-    };
-    let header = ServiceHeader {
-        host: preferred_host(headers),
-        session_id: Uuid::new_v4(),
     };
     let tickets = st.deps.tickets.as_ref();
     Ok(soap::success(&header, action.name(), |w| match action {

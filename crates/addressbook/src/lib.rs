@@ -21,8 +21,10 @@
 //! older than the tombstone retention, gets the `FullSyncRequired` fault and the client
 //! asks again for everything.
 //!
-//! Not yet: the edits (`AddMember`, `DeleteMember`, `ABContact*`, `ABGroup*`) and what
-//! they must tell signed-in sessions.
+//! **Edits** (`edits.rs`): `AddMember`/`DeleteMember`, `ABContact*`, `ABGroup*` become
+//! `ListOp`s through `Store::edit` and are announced with `bus::announce_edit`, as the
+//! NS's own list commands are. Pending (PL) and the Me contact's roaming annotations are
+//! accepted but not kept yet.
 //!
 //! Architecture invariant: accounts and lists come only through the [`Store`] port and
 //! tickets only through the [`Tickets`] port, so this crate knows no database and no
@@ -33,6 +35,7 @@
 //! fallback (axum allows only one per merged router).
 
 mod abservice;
+mod edits;
 mod handlers;
 mod sharing;
 mod soap;
@@ -43,6 +46,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::post;
 use butterfly_core::account::{Account, UserId};
+use butterfly_core::bus::Bus;
 use butterfly_core::lists::Roster;
 use butterfly_core::lists::Tombstone;
 use butterfly_core::store::Store;
@@ -63,6 +67,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct Deps {
     pub store: Arc<dyn Store>,
     pub tickets: Arc<dyn Tickets>,
+    /// Where the consequences of an edit are published (the NS sessions of the users it
+    /// concerns listen there).
+    pub bus: Arc<dyn Bus>,
 }
 
 /// The address-book HTTP routes; the binary merges this into the HTTP listener's router,

@@ -135,6 +135,22 @@ impl Fault {
         }
     }
 
+    /// An edit refused for a reason the client can act on, with the errorcode it reads.
+    pub(crate) fn refused(action: &str, errorcode: &'static str, why: &str) -> Fault {
+        Fault {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: FaultCode::Client,
+            string: why.to_owned(),
+            actor: Some(action_url(action)),
+            errorcode: Some(errorcode),
+        }
+    }
+
+    /// The `errorcode` this fault carries, if any.
+    pub(crate) fn errorcode(&self) -> Option<&'static str> {
+        self.errorcode
+    }
+
     /// A delta request this server cannot answer: the client must download everything
     /// (spec §3.7). `client_time` is the client's `lastChange` as sent.
     pub(crate) fn full_sync_required(action: &str, client_time: &str) -> Fault {

@@ -292,6 +292,7 @@ struct Server {
     addr: SocketAddr,
     store: Arc<SqliteStore>,
     tickets: Arc<JwtTickets>,
+    bus: Arc<butterfly_bus::MemoryBus>,
     bob: Account,
     alice: Account,
     carol: Account,
@@ -408,9 +409,11 @@ async fn start() -> Server {
     edit(&bob, ListOp::SetPrivacy(Privacy::BlockAll)).await;
     edit(&bob, ListOp::SetGtc(Gtc::NoAsk)).await;
 
+    let bus = Arc::new(butterfly_bus::MemoryBus::new());
     let router = butterfly_addressbook::router(Deps {
         store: store.clone(),
         tickets: tickets.clone(),
+        bus: bus.clone(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -419,6 +422,7 @@ async fn start() -> Server {
         addr,
         store,
         tickets,
+        bus,
         bob,
         alice,
         carol,
@@ -1216,4 +1220,239 @@ async fn deltas_hold_what_changed_since_the_clients_stamp() {
         .await;
         fault(&r, 500, Some("FullSyncRequired"));
     }
+}
+
+// ---------------------------------------------------------------- edits
+
+/// A signed-in session of `email` on the test bus: what the NS would be told.
+async fn session_of(s: &Server, email: &Email) -> butterfly_core::inbox::Inbox {
+    use butterfly_core::bus::Bus as _;
+    let (tx, rx) = butterfly_core::inbox::inbox(16);
+    s.bus.attach(email, tx).await.unwrap();
+    rx
+}
+
+async fn next_event(rx: &mut butterfly_core::inbox::Inbox) -> butterfly_core::bus::Event {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an event")
+    {
+        butterfly_core::inbox::Received::Event(e) => (*e).clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The edits go through the list rules, are stored, answer the GUIDs clients read, tell
+/// the users they concern, and are idempotent where clients retry.
+#[tokio::test]
+async fn edits_are_stored_answered_and_announced() {
+    use butterfly_core::bus::{Event, UserEvent};
+    let s = start().await;
+    let t = s.bob_ticket();
+    let mut eve = session_of(&s, &s.eve.email).await;
+    let ab = |action: &str, body: String| {
+        let t = t.clone();
+        let addr = s.addr;
+        let action = action.to_owned();
+        async move { post(addr, AB_SERVICE_PATH, &action, &envelope(Some(&t), &body)).await }
+    };
+
+    // ABContactAdd: Eve on FL (and AL, as asked); she is told she was added.
+    let add = "<ABContactAdd><abId>00000000-0000-0000-0000-000000000000</abId><contacts><Contact>\
+               <contactInfo><contactType>LivePending</contactType><passportName>eve@example.com</passportName>\
+               <isMessengerUser>true</isMessengerUser></contactInfo></Contact></contacts>\
+               <options><EnableAllowListManagement>true</EnableAllowListManagement></options></ABContactAdd>";
+    let r = ab("ABContactAdd", add.to_owned()).await;
+    let resp = success(&r, "ABContactAdd");
+    let id = resp.text_of(&["ABContactAddResult", "guid"]).to_owned();
+    let roster = s.store.roster(s.bob.id).await.unwrap();
+    let eve_row = roster.contact(&s.eve.email).unwrap();
+    assert_eq!(eve_row.guid.to_string(), id);
+    assert!(eve_row.lists.contains(List::Forward) && eve_row.lists.contains(List::Allow));
+    assert_eq!(
+        next_event(&mut eve).await,
+        Event::User(UserEvent::ReverseList {
+            from: s.bob.email.clone(),
+            friendly_name: "Bob & <Co>".into(),
+            added: true
+        })
+    );
+    // Again: the same contact, no error.
+    let r = ab("ABContactAdd", add.to_owned()).await;
+    assert_eq!(
+        success(&r, "ABContactAdd").text_of(&["ABContactAddResult", "guid"]),
+        id
+    );
+
+    // A group, a contact put in it and taken out, a rename, a delete.
+    let r = ab(
+        "ABGroupAdd",
+        "<ABGroupAdd><groupAddOptions><fRenameOnMsgrConflict>false</fRenameOnMsgrConflict></groupAddOptions>\
+         <groupInfo><GroupInfo><name>Family</name><groupType>C8529CE2-6EAD-434d-881F-341E17DB3FF8</groupType>\
+         </GroupInfo></groupInfo></ABGroupAdd>".to_owned(),
+    )
+    .await;
+    let group = success(&r, "ABGroupAdd")
+        .text_of(&["ABGroupAddResult", "guid"])
+        .to_owned();
+    let filter = format!("<groupFilter><groupIds><guid>{group}</guid></groupIds></groupFilter>");
+    let contact = format!("<contacts><Contact><contactId>{id}</contactId></Contact></contacts>");
+    let r = ab(
+        "ABGroupContactAdd",
+        format!("<ABGroupContactAdd>{filter}{contact}</ABGroupContactAdd>"),
+    )
+    .await;
+    assert_eq!(
+        success(&r, "ABGroupContactAdd").text_of(&["ABGroupContactAddResult", "guid"]),
+        id
+    );
+    let in_group = |r: &butterfly_core::lists::Roster| {
+        let g = r
+            .groups
+            .iter()
+            .find(|g| g.guid.to_string() == group)
+            .unwrap();
+        r.contact(&s.eve.email).unwrap().groups.contains(&g.number)
+    };
+    assert!(in_group(&s.store.roster(s.bob.id).await.unwrap()));
+    let r = ab(
+        "ABGroupContactDelete",
+        format!("<ABGroupContactDelete>{filter}{contact}</ABGroupContactDelete>"),
+    )
+    .await;
+    success(&r, "ABGroupContactDelete");
+    assert!(!in_group(&s.store.roster(s.bob.id).await.unwrap()));
+    let r = ab(
+        "ABGroupUpdate",
+        format!("<ABGroupUpdate><groups><Group><groupId>{group}</groupId><groupInfo><name>Kin</name></groupInfo>\
+                 <propertiesChanged>GroupName</propertiesChanged></Group></groups></ABGroupUpdate>"),
+    )
+    .await;
+    success(&r, "ABGroupUpdate");
+    assert!(
+        s.store
+            .roster(s.bob.id)
+            .await
+            .unwrap()
+            .groups
+            .iter()
+            .any(|g| g.name == "Kin")
+    );
+    // A second group of the same name is refused with the errorcode clients read.
+    let dup =
+        "<ABGroupAdd><groupInfo><GroupInfo><name>Kin</name></GroupInfo></groupInfo></ABGroupAdd>";
+    fault(
+        &ab("ABGroupAdd", dup.to_owned()).await,
+        500,
+        Some("GroupAlreadyExists"),
+    );
+    let r = ab(
+        "ABGroupDelete",
+        format!("<ABGroupDelete>{filter}</ABGroupDelete>"),
+    )
+    .await;
+    success(&r, "ABGroupDelete");
+    assert!(
+        !s.store
+            .roster(s.bob.id)
+            .await
+            .unwrap()
+            .groups
+            .iter()
+            .any(|g| g.name == "Kin")
+    );
+
+    // The Me contact: name and privacy.
+    let r = ab(
+        "ABContactUpdate",
+        "<ABContactUpdate><contacts><Contact><contactInfo><contactType>Me</contactType>\
+         <displayName>Bobby</displayName><annotations><Annotation><Name>MSN.IM.BLP</Name><Value>1</Value></Annotation></annotations>\
+         </contactInfo><propertiesChanged>DisplayName Annotation</propertiesChanged></Contact></contacts></ABContactUpdate>".to_owned(),
+    )
+    .await;
+    success(&r, "ABContactUpdate");
+    let roster = s.store.roster(s.bob.id).await.unwrap();
+    assert_eq!(
+        (roster.friendly_name.as_str(), roster.privacy),
+        ("Bobby", Privacy::AllowAll)
+    );
+
+    // Block Eve through the membership service: she is told her view of Bob changed.
+    let sharing = |action: &str, role: &str, who: &str| {
+        format!(
+            "<{action}><serviceHandle><Id>0</Id><Type>Messenger</Type><ForeignId></ForeignId></serviceHandle>\
+             <memberships><Membership><MemberRole>{role}</MemberRole><Members><Member xsi:type=\"PassportMember\">\
+             <Type>Passport</Type><State>Accepted</State><PassportName>{who}</PassportName></Member></Members>\
+             </Membership></memberships></{action}>"
+        )
+    };
+    let delete_allow = sharing("DeleteMember", "Allow", "eve@example.com");
+    let r = post(
+        s.addr,
+        SHARING_SERVICE_PATH,
+        "DeleteMember",
+        &envelope(Some(&t), &delete_allow),
+    )
+    .await;
+    success(&r, "DeleteMember");
+    let block = sharing("AddMember", "Block", "eve@example.com");
+    let r = post(
+        s.addr,
+        SHARING_SERVICE_PATH,
+        "AddMember",
+        &envelope(Some(&t), &block),
+    )
+    .await;
+    success(&r, "AddMember");
+    let lists = s
+        .store
+        .roster(s.bob.id)
+        .await
+        .unwrap()
+        .contact(&s.eve.email)
+        .unwrap()
+        .lists;
+    assert!(lists.contains(List::Block) && !lists.contains(List::Allow));
+    let mut told_blocked = false;
+    for _ in 0..4 {
+        if let Event::User(UserEvent::PeerViewChanged { peer, view }) = next_event(&mut eve).await {
+            assert_eq!(peer, s.bob.email);
+            if !view.lets_me_see() {
+                told_blocked = true;
+                break;
+            }
+        }
+    }
+    assert!(told_blocked, "Eve was not told she is blocked");
+    // Unknown addresses and bad ones get the errorcodes clients read.
+    let unknown = sharing("AddMember", "Allow", "nobody@example.com");
+    let r = post(
+        s.addr,
+        SHARING_SERVICE_PATH,
+        "AddMember",
+        &envelope(Some(&t), &unknown),
+    )
+    .await;
+    fault(&r, 500, Some("InvalidPassportUser"));
+    let bad = add.replace("eve@example.com", "not-an-address");
+    fault(
+        &ab("ABContactAdd", bad).await,
+        500,
+        Some("BadEmailArgument"),
+    );
+
+    // ABContactDelete: off FL; twice is fine.
+    for _ in 0..2 {
+        let r = ab(
+            "ABContactDelete",
+            format!("<ABContactDelete>{contact}</ABContactDelete>"),
+        )
+        .await;
+        success(&r, "ABContactDelete");
+    }
+    let row = s.store.roster(s.bob.id).await.unwrap();
+    assert!(
+        row.contact(&s.eve.email)
+            .is_none_or(|c| !c.lists.contains(List::Forward))
+    );
 }

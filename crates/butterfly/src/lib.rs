@@ -283,8 +283,20 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 (Some(db), store)
             }
         };
-    // Only gateways and switchboards use the bus.
-    let uses_bus = roles.has(Role::NsGateway) || roles.has(Role::Switchboard);
+    // Gateways and switchboards use the bus; the address book publishes what its SOAP
+    // edits mean for signed-in users ("added you", privacy changes).
+    let uses_bus =
+        roles.has(Role::NsGateway) || roles.has(Role::Switchboard) || roles.has(Role::AddressBook);
+    if roles.has(Role::AddressBook)
+        && !roles.has(Role::NsGateway)
+        && settings.redis_url.is_none()
+        && !settings.is_embedded()
+    {
+        tracing::warn!(
+            "the address book runs without --redis-url: its SOAP edits will not reach \
+             signed-in users until they sign in again"
+        );
+    }
     let redis_config = settings
         .redis_url
         .as_ref()
@@ -451,6 +463,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             router = router.merge(butterfly_addressbook::router(butterfly_addressbook::Deps {
                 store: store.clone(),
                 tickets: tickets.clone(),
+                bus: bus.clone(),
             }));
         }
         if let Some(gateway) = gateway {

@@ -94,3 +94,35 @@ pub trait Bus: Send + Sync + 'static {
     /// Send an event to every session of `user`; returns how many sessions got it.
     async fn send(&self, user: &Email, event: UserEvent) -> usize;
 }
+
+/// Tell the users an edit by `me` concerns, after `Store::edit` applied it: the user whose
+/// reverse list changed, and each peer whose view of me changed (their sessions then show
+/// or hide me). `roster` is my roster after the edit. The NS and the address book both
+/// call this, so an edit tells the same people whichever service made it.
+pub async fn announce_edit(
+    bus: &dyn Bus,
+    me: &Email,
+    roster: &crate::lists::Roster,
+    outcome: &crate::lists::EditOutcome,
+) {
+    if let Some((target, added)) = &outcome.reverse {
+        let event = UserEvent::ReverseList {
+            from: me.clone(),
+            friendly_name: roster.friendly_name.clone(),
+            added: *added,
+        };
+        bus.send(target, event).await;
+    }
+    for peer in &outcome.privacy_changed {
+        let lists = roster.contact(peer).map(|c| c.lists).unwrap_or_default();
+        let view = crate::lists::PeerView {
+            privacy: roster.privacy,
+            lists_of_me: lists,
+        };
+        let event = UserEvent::PeerViewChanged {
+            peer: me.clone(),
+            view,
+        };
+        bus.send(peer, event).await;
+    }
+}

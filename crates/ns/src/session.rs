@@ -1405,39 +1405,8 @@ impl<S: Stream> Session<S> {
             self.me_mut().roster = r;
         }
         let me = self.me();
-        let my_email = me.email.clone();
-        let my_name = me.roster.friendly_name.clone();
-        if let Some((target, added)) = &out.reverse {
-            self.deps
-                .bus
-                .send(
-                    target,
-                    UserEvent::ReverseList {
-                        from: my_email.clone(),
-                        friendly_name: my_name,
-                        added: *added,
-                    },
-                )
-                .await;
-        }
-        for peer in &out.privacy_changed {
-            let me = self.me();
-            let lists = me.roster.contact(peer).map(|c| c.lists).unwrap_or_default();
-            let view = PeerView {
-                privacy: me.roster.privacy,
-                lists_of_me: lists,
-            };
-            self.deps
-                .bus
-                .send(
-                    peer,
-                    UserEvent::PeerViewChanged {
-                        peer: my_email.clone(),
-                        view,
-                    },
-                )
-                .await;
-        }
+        butterfly_core::bus::announce_edit(self.deps.bus.as_ref(), &me.email, &me.roster, &out)
+            .await;
         Ok(Ok(out))
     }
 
