@@ -23,8 +23,8 @@
 //!
 //! **Edits** (`edits.rs`): `AddMember`/`DeleteMember`, `ABContact*`, `ABGroup*` become
 //! `ListOp`s through `Store::edit` and are announced with `bus::announce_edit`, as the
-//! NS's own list commands are. Pending (PL) and the Me contact's roaming annotations are
-//! accepted but not kept yet.
+//! NS's own list commands are. Pending is derived (on RL, neither allowed nor blocked);
+//! the Me contact's roaming annotations are accepted but not kept yet.
 //!
 //! Architecture invariant: accounts and lists come only through the [`Store`] port and
 //! tickets only through the [`Tickets`] port, so this crate knows no database and no

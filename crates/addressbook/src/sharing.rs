@@ -4,7 +4,7 @@
 
 use butterfly_core::account::{Email, UserId};
 use butterfly_core::ids::{self, Role};
-use butterfly_core::lists::{List, TombstoneKind};
+use butterfly_core::lists::{List, ListMask, TombstoneKind};
 
 use crate::Snapshot;
 use crate::soap::{self, ZERO_TIME};
@@ -57,6 +57,20 @@ struct Entry<'a> {
     at: i64,
 }
 
+/// Whether a contact with `lists` holds `role`. Pending is derived, not stored: someone
+/// who has the owner on their forward list (RL) whom the owner has neither allowed nor
+/// blocked — the "X added you" the client asks about. Allowing or blocking decides it.
+fn in_role(role: Role, list: List, lists: ListMask) -> bool {
+    match role {
+        Role::Pending => {
+            lists.contains(List::Reverse)
+                && !lists.contains(List::Allow)
+                && !lists.contains(List::Block)
+        }
+        _ => lists.contains(list),
+    }
+}
+
 fn membership(w: &mut XmlWriter, ab: &Snapshot, role: Role, list: List, name: &str) {
     // A full answer lists the role's members. A delta answer lists the rows changed since
     // the client's stamp — in the role, or (the store keeps one stamp per row, not per
@@ -67,11 +81,11 @@ fn membership(w: &mut XmlWriter, ab: &Snapshot, role: Role, list: List, name: &s
         .contacts
         .iter()
         .filter(|c| ab.shows(c.changed_at))
-        .filter(|c| ab.since.is_some() || c.lists.contains(list))
+        .filter(|c| ab.since.is_some() || in_role(role, list, c.lists))
         .map(|c| Entry {
             email: &c.email,
             user: Some(c.user),
-            deleted: !c.lists.contains(list),
+            deleted: !in_role(role, list, c.lists),
             at: c.changed_at,
         })
         .collect();

@@ -2,8 +2,6 @@
 //! envelope with the `ServiceHeader` every success carries, faults, and the timestamp
 //! format (spec §0.3, §0.4, §3.1).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -270,25 +268,10 @@ pub(crate) fn is_zero_time(text: Option<&str>) -> bool {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.fffZ` (UTC, milliseconds): the address book's `lastChange` form
-/// (spec §0.3).
-pub(crate) fn timestamp_millis(at: SystemTime) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_millis()
-    )
-}
-
 /// A change stamp (ms since the Unix epoch) in the `lastChange` form.
+/// (UTC, milliseconds: `YYYY-MM-DDTHH:MM:SS.fffZ`, spec §0.3).
 pub(crate) fn stamp_text(ms: i64) -> String {
-    timestamp_millis(UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+    butterfly_core::clock::utc_millis_z(ms.max(0))
 }
 
 /// A client's `lastChange` (`YYYY-MM-DDTHH:MM:SS[.fraction][Z|±hh:mm]`, as we wrote it or
@@ -330,36 +313,13 @@ pub(crate) fn parse_stamp(text: &str) -> Option<i64> {
         let digits: String = fraction.chars().chain("000".chars()).take(3).collect();
         num(&digits)?
     };
-    // Days from 1970-01-01 (the inverse of `civil_from_days`).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = butterfly_core::clock::days_from_civil(year, month as u32, day as u32);
     let secs = days * 86_400 + h * 3600 + m * 60 + sec - offset_min * 60;
     Some(secs * 1000 + millis)
 }
 
-/// The proleptic Gregorian date `days` days after 1970-01-01, by eras of 400 years
-/// (146 097 days each), years counted from March so the leap day ends a year.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of the era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of the era
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year from March 1
-    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
@@ -386,26 +346,13 @@ mod tests {
     }
 
     #[test]
-    fn timestamps() {
-        let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
-        assert_eq!(timestamp_millis(at(0, 0)), "1970-01-01T00:00:00.000Z");
-        // 2000-02-29 (a leap day of a century year), 2024-05-01, 2100-03-01.
-        assert_eq!(
-            timestamp_millis(at(951_782_400 + 3661, 7)),
-            "2000-02-29T01:01:01.007Z"
-        );
-        assert_eq!(
-            timestamp_millis(at(1_714_557_600, 123)),
-            "2024-05-01T10:00:00.123Z"
-        );
-        assert_eq!(
-            timestamp_millis(at(4_107_542_400 - 1, 999)),
-            "2100-02-28T23:59:59.999Z"
-        );
-        assert_eq!(
-            timestamp_millis(at(4_107_542_400, 0)),
-            "2100-03-01T00:00:00.000Z"
-        );
+    fn stamps() {
+        assert_eq!(stamp_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(stamp_text(-5), "1970-01-01T00:00:00.000Z");
+        // 2000-02-29 (a leap day of a century year), 2100-02-28/03-01.
+        assert_eq!(stamp_text(951_786_061_007), "2000-02-29T01:01:01.007Z");
+        assert_eq!(stamp_text(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+        assert_eq!(stamp_text(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
     }
 
     #[test]

@@ -531,8 +531,8 @@ async fn find_membership_lists_each_role_with_its_members_and_ids() {
         (Role::Allow, vec![&s.alice]),
         (Role::Block, vec![&s.dave]),
         (Role::Reverse, vec![&s.alice, &s.eve]),
-        // Nothing puts anyone on PL yet.
-        (Role::Pending, vec![]),
+        // Eve added Bob; he has neither allowed nor blocked her.
+        (Role::Pending, vec![&s.eve]),
     ];
     for (m, (role, accounts)) in memberships.iter().zip(expected) {
         assert_eq!(m.text_of(&["MembershipIsComplete"]), "true");

@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod bus;
+pub mod clock;
 pub mod ids;
 pub mod inbox;
 pub mod lists;

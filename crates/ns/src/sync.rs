@@ -169,30 +169,9 @@ pub(crate) fn syn(dialect: u8, tr: u32, roster: &Roster) -> Vec<Frame> {
 
 /// A stable ISO-8601 stamp that changes with the list version.
 fn timestamp(version: u64) -> String {
-    let secs = 946_684_800 + version; // 2000-01-01T00:00:00Z + version seconds
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.0000000-00:00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    // 2000-01-01T00:00:00Z + version seconds.
+    let secs = 946_684_800_i64.saturating_add(i64::try_from(version).unwrap_or(i64::MAX / 2));
+    format!("{}.0000000-00:00", butterfly_core::clock::utc_seconds(secs))
 }
 
 #[cfg(test)]

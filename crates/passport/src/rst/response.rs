@@ -310,31 +310,7 @@ fn soap12_fault(subcode: &str, reason: &str, value: &str, code: &str, text: &str
 
 /// Unix time as `YYYY-MM-DDTHH:MM:SSZ` (UTC), the only form MSNPSharp parses.
 pub(crate) fn timestamp(unix: u64) -> String {
-    let days = unix / 86_400;
-    let secs = unix % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 → proleptic Gregorian (year, month, day). The usual
-/// era-of-400-years computation (H. Hinnant's `civil_from_days`), unsigned since we only
-/// write times after 1970.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st
-    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = era * 400 + yoe + u64::from(m <= 2);
-    (y, m, d)
+    butterfly_core::clock::utc_z(i64::try_from(unix).unwrap_or(i64::MAX / 2))
 }
 
 #[cfg(test)]
