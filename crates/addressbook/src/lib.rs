@@ -31,6 +31,8 @@
 
 mod abservice;
 mod handlers;
+pub mod oim;
+mod rsi;
 mod sharing;
 mod soap;
 mod xml;

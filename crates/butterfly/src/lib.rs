@@ -436,6 +436,16 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 tickets: tickets.clone(),
             }));
         }
+        // Offline messages: the OIM store and RSI services, beside the address book.
+        if roles.has(Role::AddressBook) {
+            router = router.merge(butterfly_addressbook::oim::router(
+                butterfly_addressbook::oim::OimDeps {
+                    store: store.clone(),
+                    tickets: tickets.clone(),
+                    verify_lock_key: true,
+                },
+            ));
+        }
         let app = case_insensitive(router);
         let token = shutdown.clone();
         tasks.spawn(async move {
