@@ -26,6 +26,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use butterfly_core::account::{Email, UserId};
+use butterfly_core::bus::{Bus, UserEvent};
 use butterfly_core::oim::{MAX_OIM_TEXT, OimNew, OimRefused};
 use butterfly_core::store::Store;
 use butterfly_core::tickets::{Service, Tickets};
@@ -53,6 +54,10 @@ const WSU_NS: &str = "http://schemas.xmlsoap.org/ws/2002/07/utility";
 pub struct OimDeps {
     pub store: Arc<dyn Store>,
     pub tickets: Arc<dyn Tickets>,
+    /// Tells the recipient's signed-in sessions about new and deleted messages. Embedded:
+    /// the process's bus. Distributed: the addressbook role needs the cluster's bus here
+    /// (until it has one, recipients learn of new messages at their next sign-in).
+    pub bus: Arc<dyn Bus>,
     /// Check `Ticket@lockkey` (default on; off only to accept clients with an unknown
     /// product id, as Escargot does).
     pub verify_lock_key: bool,
@@ -236,6 +241,9 @@ async fn store(deps: &OimDeps, request: &Envelope) -> Result<String, OimFault> {
     match store.oim_store(new).await.map_err(server)? {
         Ok(meta) => {
             tracing::debug!(id = %meta.id, recipient = recipient.id.0, "OIM stored");
+            deps.bus
+                .send(&recipient.email, UserEvent::OimArrived { oim: meta })
+                .await;
             Ok(number)
         }
         Err(OimRefused::TooLarge) => Err(OimFault::InvalidContent),

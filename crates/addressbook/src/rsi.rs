@@ -12,6 +12,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use butterfly_core::account::{Account, UserId};
+use butterfly_core::bus::UserEvent;
 use butterfly_core::oim::{Oim, OimMeta};
 use butterfly_core::tickets::Service;
 use msnp::oim::{MailEntry, encoded_word, mail_data_entries, mail_date};
@@ -113,6 +114,10 @@ async fn serve(deps: &OimDeps, body: &[u8]) -> Result<Response, Refused> {
             }
             let deleted = store.oim_delete(owner.id, &ids).await.map_err(storage)?;
             tracing::debug!(deleted, "OIMs deleted");
+            if deleted > 0 {
+                let event = UserEvent::OimsDeleted { count: deleted };
+                deps.bus.send(&owner.email, event).await;
+            }
             Ok(answer("DeleteMessages", ""))
         }
         _ => Err(Refused::UnknownAction),

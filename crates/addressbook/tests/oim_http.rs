@@ -50,6 +50,7 @@ async fn start() -> Server {
     let app = router(OimDeps {
         store: store.clone(),
         tickets: tickets.clone(),
+        bus: Arc::new(butterfly_bus::MemoryBus::new()),
         verify_lock_key: true,
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -442,6 +442,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 butterfly_addressbook::oim::OimDeps {
                     store: store.clone(),
                     tickets: tickets.clone(),
+                    // TODO(distributed): `bus` is the in-process bus unless this process
+                    // also runs a gateway or switchboard; the addressbook role's own Redis
+                    // bus (being added with the SOAP edits) makes live OIM notifications
+                    // reach other processes.
+                    bus: bus.clone(),
                     verify_lock_key: true,
                 },
             ));

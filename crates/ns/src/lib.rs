@@ -4,6 +4,7 @@
 //! the roster, the presence of contacts — is read from the [`Store`] and the [`Bus`] at
 //! sign-in and kept fresh by events, so a session can be rebuilt anywhere.
 
+mod oim;
 mod session;
 mod sync;
 
