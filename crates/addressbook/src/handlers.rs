@@ -147,7 +147,7 @@ pub(crate) async fn sharing_service(
 /// before anything is read; a body that grows past the limit (chunked) is refused when it
 /// does. Either way the answer is 413 (so is a body the client stops sending: nobody is
 /// left to read the answer).
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
     let too_large = || StatusCode::PAYLOAD_TOO_LARGE.into_response();
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -290,7 +290,7 @@ async fn authenticate(st: &Shared, request: &Request) -> Result<Account, Fault> 
 }
 
 /// The token of a `t=<token>&p=<profile>` ticket (a bare token is taken as it is).
-fn ticket_token(ticket: &str) -> &str {
+pub(crate) fn ticket_token(ticket: &str) -> &str {
     let t = ticket.trim();
     let t = t.strip_prefix("t=").unwrap_or(t);
     // Tokens never contain '&' (JWTs are base64url and dots).

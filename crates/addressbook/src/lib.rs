@@ -37,6 +37,8 @@
 mod abservice;
 mod edits;
 mod handlers;
+pub mod oim;
+mod rsi;
 mod sharing;
 mod soap;
 mod xml;

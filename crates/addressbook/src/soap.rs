@@ -201,7 +201,7 @@ fn action_url(action: &str) -> String {
     format!("{AB_NS}/{action}")
 }
 
-fn xml_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn xml_response(status: StatusCode, body: String) -> Response {
     (
         status,
         [(

@@ -20,13 +20,14 @@ const MAX_DEPTH: usize = 48;
 const MAX_ELEMENTS: usize = 20_000;
 
 /// One element: its local name, its own text (trimmed: clients indent values), and its
-/// child elements in document order. Attributes are not kept: no request read here
-/// needs one.
+/// child elements in document order, and its attributes by local name (the OIM service
+/// reads its header from attributes; namespace declarations are not kept).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Element {
     pub(crate) name: String,
     pub(crate) text: String,
     pub(crate) children: Vec<Element>,
+    pub(crate) attrs: Vec<(String, String)>,
 }
 
 impl Element {
@@ -43,6 +44,14 @@ impl Element {
     /// The text of the element at `path`.
     pub(crate) fn text_at(&self, path: &[&str]) -> Option<&str> {
         self.find(path).map(|e| e.text.as_str())
+    }
+
+    /// The value of the attribute with local name `name`.
+    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -77,14 +86,24 @@ fn syntax(e: impl fmt::Display) -> XmlError {
     XmlError::Syntax(e.to_string())
 }
 
-/// A new element for a start tag, whose attributes must be well-formed (they are not
-/// kept, but quick-xml checks them only when read).
+/// A new element for a start tag, with its attributes (which must be well-formed, and
+/// may use only the predefined entities).
 fn element(start: &BytesStart<'_>) -> Result<Element, XmlError> {
+    let mut attrs = Vec::new();
     for attribute in start.attributes() {
-        attribute.map_err(syntax)?;
+        let attribute = attribute.map_err(syntax)?;
+        let key = attribute.key;
+        if key.as_namespace_binding().is_some() {
+            continue;
+        }
+        let value = attribute
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(syntax)?;
+        attrs.push((key.local_name().as_ref().to_owned(), value.into_owned()));
     }
     Ok(Element {
         name: start.local_name().as_ref().to_owned(),
+        attrs,
         ..Element::default()
     })
 }

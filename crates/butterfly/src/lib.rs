@@ -466,6 +466,19 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 bus: bus.clone(),
             }));
         }
+        // Offline messages: the OIM store and RSI services, beside the address book.
+        if roles.has(Role::AddressBook) {
+            router = router.merge(butterfly_addressbook::oim::router(
+                butterfly_addressbook::oim::OimDeps {
+                    store: store.clone(),
+                    tickets: tickets.clone(),
+                    // Redis when given (the addressbook role uses it too), so arrivals
+                    // reach the recipient's gateway.
+                    bus: bus.clone(),
+                    verify_lock_key: true,
+                },
+            ));
+        }
         if let Some(gateway) = gateway {
             router = router.merge(gateway);
         }

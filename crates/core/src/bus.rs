@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::account::Email;
 use crate::inbox::InboxSender;
 use crate::lists::PeerView;
+use crate::oim::OimMeta;
 use crate::presence::Presence;
 
 /// One NS connection, unique for the life of the process (distributed: of the cluster).
@@ -62,6 +63,10 @@ pub enum UserEvent {
         kind: u32,
         payload: Vec<u8>,
     },
+    /// An offline message for me was stored (MSNP13+ sessions are told at once).
+    OimArrived { oim: OimMeta },
+    /// `count` of my offline messages were deleted; my other machines drop theirs.
+    OimsDeleted { count: u64 },
 }
 
 /// How many events may wait for one session before it is cut off as a slow consumer.

@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod lists;
 pub mod metrics;
 pub mod net;
+pub mod oim;
 pub mod presence;
 pub mod store;
 pub mod switchboards;

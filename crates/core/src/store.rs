@@ -6,6 +6,8 @@ use async_trait::async_trait;
 
 use crate::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use crate::lists::{EditOutcome, ListError, ListOp, PeerView, Roster, Tombstone};
+use crate::oim::{Oim, OimMeta, OimNew, OimRefused};
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,4 +64,38 @@ pub trait Store: Send + Sync + 'static {
         let _ = (owner, since);
         Err(StoreError::Backend("this store keeps no tombstones".into()))
     }
+
+    /// Keep an offline message for its recipient (limits in [`crate::oim`]), durable before
+    /// it returns. The store assigns the id and arrival time.
+    ///
+    /// The defaults of the `oim_*` methods, for test doubles that keep no mail, fail.
+    async fn oim_store(&self, new: OimNew) -> Result<Result<OimMeta, OimRefused>, StoreError> {
+        let _ = new;
+        Err(no_mail())
+    }
+    /// The recipient's waiting messages, oldest first; empty for an unknown recipient.
+    async fn oims(&self, recipient: UserId) -> Result<Vec<OimMeta>, StoreError> {
+        let _ = recipient;
+        Err(no_mail())
+    }
+    /// One of the recipient's messages (`None`: not theirs, or gone); with `mark_read`
+    /// it is marked read first.
+    async fn oim_get(
+        &self,
+        recipient: UserId,
+        id: Uuid,
+        mark_read: bool,
+    ) -> Result<Option<Oim>, StoreError> {
+        let _ = (recipient, id, mark_read);
+        Err(no_mail())
+    }
+    /// Delete those of `ids` that are the recipient's; how many were.
+    async fn oim_delete(&self, recipient: UserId, ids: &[Uuid]) -> Result<u64, StoreError> {
+        let _ = (recipient, ids);
+        Err(no_mail())
+    }
+}
+
+fn no_mail() -> StoreError {
+    StoreError::Backend("this store keeps no offline messages".into())
 }

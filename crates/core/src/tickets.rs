@@ -108,6 +108,10 @@ pub trait Tickets: Send + Sync + 'static {
     fn binary_secret(&self, token: &str) -> [u8; 24];
     /// The signature of a circle ticket's `data` (MSNP18, `USR SHA A`), base64.
     fn circle_signature(&self, data: &str) -> String;
+    /// The OIM lock-key challenge of `user` on `day` (days since the Unix epoch, UTC): ten
+    /// decimal digits derived with the server's key, so every addressbook process asks
+    /// the same without shared state (spec §5.2).
+    fn oim_lock_challenge(&self, user: UserId, day: u64) -> String;
     /// A short-lived switchboard cookie for `user`, good only at the shard that advertises
     /// `shard` (its `host:port`).
     fn issue_sb(&self, user: &Email, grant: SbGrant, shard: &str) -> String;
@@ -237,6 +241,20 @@ impl Tickets for JwtTickets {
         mac.update(b"circle\0");
         mac.update(data.as_bytes());
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    }
+
+    fn oim_lock_challenge(&self, user: UserId, day: u64) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
+            .expect("HMAC takes any key length");
+        mac.update(b"oim-lock\0");
+        mac.update(&user.0.to_be_bytes());
+        mac.update(&day.to_be_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&digest[..8]);
+        // Ten digits, never with a leading zero (clients hash the text).
+        format!("{}", 1_000_000_000 + u64::from_be_bytes(n) % 9_000_000_000)
     }
 
     fn issue_sb(&self, user: &Email, grant: SbGrant, shard: &str) -> String {
@@ -377,6 +395,17 @@ mod tests {
             Service::for_address("http://Passport.NET/tb"),
             Service::Other
         );
+    }
+
+    #[test]
+    fn oim_lock_challenges_are_ten_digits_per_user_and_day() {
+        let t = JwtTickets::new("k", b"secret");
+        let c = t.oim_lock_challenge(UserId(1), 20_000);
+        assert_eq!(c.len(), 10);
+        assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(c, t.oim_lock_challenge(UserId(1), 20_000));
+        assert_ne!(c, t.oim_lock_challenge(UserId(2), 20_000));
+        assert_ne!(c, t.oim_lock_challenge(UserId(1), 20_001));
     }
 
     #[test]

@@ -177,6 +177,15 @@ pub enum NsCommand {
         kind: u32,
         payload: Bytes,
     },
+    /// `UUM tr email network type len` + MIME message (MSNP14+): a message for a user by
+    /// network (MSNP18 sends offline messages this way, network 1, type 1).
+    Uum {
+        tr: TrId,
+        target: String,
+        network: u32,
+        kind: u32,
+        payload: Bytes,
+    },
     /// `PUT tr len` + document (MSNP18): circle roster and presence documents.
     Put {
         tr: TrId,
@@ -553,6 +562,20 @@ impl NsCommand {
             b"UUN" => NsCommand::Uun {
                 tr: a.tr()?,
                 target: a.req()?.to_owned(),
+                kind: a
+                    .req()?
+                    .parse()
+                    .map_err(|_| a.err(ErrorCode::InvalidParameter))?,
+                payload: a.payload()?,
+            },
+            // Without its payload (before MSNP14) UUM is not the message command.
+            b"UUM" if frame.payload.is_some() => NsCommand::Uum {
+                tr: a.tr()?,
+                target: a.req()?.to_owned(),
+                network: a
+                    .req()?
+                    .parse()
+                    .map_err(|_| a.err(ErrorCode::InvalidParameter))?,
                 kind: a
                     .req()?
                     .parse()

@@ -16,5 +16,6 @@ pub mod dialect;
 pub mod error;
 pub mod frame;
 pub mod ml;
+pub mod oim;
 pub mod reply;
 pub mod text;

@@ -285,6 +285,43 @@ pub fn initial_mail_data(entries: &str) -> Frame {
         .payload(body.into_bytes())
 }
 
+/// The sign-in mail data when too many offline messages wait to list: the client asks
+/// RSI `GetMetadata` instead.
+pub fn initial_mail_data_too_large() -> Frame {
+    hotmail(
+        "text/x-msmsgsinitialmdatanotification",
+        "Mail-Data: too-large\r\n\r\n",
+    )
+}
+
+/// A new offline message for a signed-in MSNP13+ user (`Mail-Data: <MD>` from
+/// [`crate::oim::arrival_mail_data`]).
+pub fn oim_notification(mail_data: &str) -> Frame {
+    hotmail(
+        "text/x-msmsgsoimnotification",
+        &format!("Mail-Data: {mail_data}\r\n\r\n"),
+    )
+}
+
+/// `count` offline messages were deleted (moved to the trash): other signed-in machines
+/// drop their copies.
+pub fn active_mail_notification(count: u64) -> Frame {
+    hotmail(
+        "text/x-msmsgsactivemailnotification",
+        &format!("Src-Folder: .!!OIM\r\nDest-Folder: .!!trAsH\r\nMessage-Delta: {count}\r\n\r\n"),
+    )
+}
+
+/// `MSG Hotmail Hotmail len` with a `content_type` message.
+fn hotmail(content_type: &str, body: &str) -> Frame {
+    let payload =
+        format!("MIME-Version: 1.0\r\nContent-Type: {content_type}; charset=UTF-8\r\n\r\n{body}");
+    Frame::new(b"MSG")
+        .arg("Hotmail")
+        .arg("Hotmail")
+        .payload(payload.into_bytes())
+}
+
 /// `UBN from type len` + payload (MSNP13+): a user notification relayed to its recipient.
 /// `from` carries `;{guid}` when the sender named its machine and the receiver is 16+.
 pub fn ubn(
@@ -347,6 +384,28 @@ mod tests {
     fn mail_data_without_messages_matches_the_documented_bytes() {
         let f = initial_mail_data("");
         assert_eq!(f.payload.as_ref().map(|p| p.len()), Some(197));
+    }
+
+    #[test]
+    fn oim_notifications_match_the_documented_bytes() {
+        assert_eq!(
+            active_mail_notification(1)
+                .payload
+                .as_ref()
+                .map(|p| p.len()),
+            Some(150)
+        );
+        let md = "<MD><M><T>11</T><S>6</S><RS>0</RS><SZ>950</SZ><E>alice@example.com</E><I>0f2d8a9c-1b7e-4c55-9a1d-2b7f3c4d5e6f</I><F>.!!OIM</F><N>=?utf-8?B?QWxpY2U=?=</N><SU> </SU></M></MD>";
+        assert_eq!(
+            oim_notification(md).payload.as_ref().map(|p| p.len()),
+            Some(267)
+        );
+        let big = initial_mail_data_too_large();
+        let text = String::from_utf8(big.payload.unwrap().to_vec()).unwrap();
+        assert!(
+            text.ends_with("\r\n\r\nMail-Data: too-large\r\n\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! sign-in and kept fresh by events, so a session can be rebuilt anywhere.
 
 pub mod gateway;
+mod oim;
 mod session;
 mod sync;
 

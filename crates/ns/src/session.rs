@@ -437,6 +437,27 @@ impl<S: Stream> Session<S> {
                 kind,
                 payload,
             } => self.uun(tr, &target, kind, payload).await,
+            NsCommand::Uum {
+                tr,
+                target,
+                network,
+                kind,
+                payload,
+            } => {
+                let me = self.me();
+                let sender = crate::oim::Sender {
+                    id: me.id,
+                    email: &me.email,
+                    friendly_name: &me.roster.friendly_name,
+                };
+                let (store, bus) = (self.deps.store.as_ref(), self.deps.bus.as_ref());
+                match crate::oim::uum(store, bus, sender, &target, network, kind, &payload).await {
+                    Some(Ok(())) => self.send(Frame::new(b"UUM").arg(tr).arg("OK")),
+                    Some(Err(code)) => self.error(code, Some(tr)),
+                    None => {}
+                }
+                Ok(())
+            }
             // Circle documents and messages (MSNP18): there are no circles yet, so a
             // roster or presence document is acknowledged and a circle message dropped.
             NsCommand::Put { tr, .. } => {
@@ -1072,8 +1093,9 @@ impl<S: Stream> Session<S> {
         if first {
             self.initial_presence(tr).await;
             if d >= 13 {
-                // Offline messages are not stored yet (issue 4's OIM service): none wait.
-                self.send(reply::initial_mail_data(""));
+                let me = self.me().id;
+                let mail = crate::oim::initial_mail_data(self.deps.store.as_ref(), me).await;
+                self.send(mail);
             }
             if dialect::has_challenges(d) {
                 return self.challenge();
@@ -1247,6 +1269,17 @@ impl<S: Stream> Session<S> {
                         *kind,
                         payload.clone(),
                     ));
+                }
+            }
+            // Offline messages are for MSNP13+ (older clients cannot read them).
+            Event::User(UserEvent::OimArrived { oim }) => {
+                if self.dialect() >= 13 {
+                    self.send(crate::oim::arrival(oim));
+                }
+            }
+            Event::User(UserEvent::OimsDeleted { count }) => {
+                if self.dialect() >= 13 {
+                    self.send(reply::active_mail_notification(*count));
                 }
             }
             Event::User(UserEvent::Ring {

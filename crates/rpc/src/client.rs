@@ -8,13 +8,17 @@ use async_trait::async_trait;
 use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{EditOutcome, ListError, ListOp, PeerView, Roster, Tombstone};
 use butterfly_core::metrics;
+use butterfly_core::oim::{Oim, OimMeta, OimNew, OimRefused};
 use butterfly_core::store::{Store, StoreError};
 use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
+use uuid::Uuid;
 
-use crate::convert::{InvalidMessage, edit_result, required, status_to_store_error};
+use crate::convert::{
+    InvalidMessage, edit_result, oim_get_result, oim_store_result, required, status_to_store_error,
+};
 use crate::pb::addressbook::v1 as pb;
 use crate::pb::addressbook::v1::address_book_client::AddressBookClient;
 use crate::trace::InjectTraceContext;
@@ -294,5 +298,61 @@ impl Store for RemoteStore {
             .map(Tombstone::try_from)
             .collect::<Result<_, _>>()
             .map_err(bad_answer(M))
+    }
+    async fn oim_store(&self, new: OimNew) -> Result<Result<OimMeta, OimRefused>, StoreError> {
+        const M: &str = "OimStore";
+        let request = pb::OimStoreRequest {
+            oim: Some(new.into()),
+        };
+        let answer = self
+            .call(M, request, |mut c, r| async move { c.oim_store(r).await })
+            .await?;
+        oim_store_result(answer).map_err(bad_answer(M))
+    }
+
+    async fn oims(&self, recipient: UserId) -> Result<Vec<OimMeta>, StoreError> {
+        const M: &str = "Oims";
+        let request = pb::OimsRequest {
+            recipient: recipient.0,
+        };
+        let answer = self
+            .call(M, request, |mut c, r| async move { c.oims(r).await })
+            .await?;
+        answer
+            .oims
+            .into_iter()
+            .map(OimMeta::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(bad_answer(M))
+    }
+
+    async fn oim_get(
+        &self,
+        recipient: UserId,
+        id: Uuid,
+        mark_read: bool,
+    ) -> Result<Option<Oim>, StoreError> {
+        const M: &str = "OimGet";
+        let request = pb::OimGetRequest {
+            recipient: recipient.0,
+            id: id.to_string(),
+            mark_read,
+        };
+        let answer = self
+            .call(M, request, |mut c, r| async move { c.oim_get(r).await })
+            .await?;
+        oim_get_result(answer).map_err(bad_answer(M))
+    }
+
+    async fn oim_delete(&self, recipient: UserId, ids: &[Uuid]) -> Result<u64, StoreError> {
+        const M: &str = "OimDelete";
+        let request = pb::OimDeleteRequest {
+            recipient: recipient.0,
+            ids: ids.iter().map(Uuid::to_string).collect(),
+        };
+        let answer = self
+            .call(M, request, |mut c, r| async move { c.oim_delete(r).await })
+            .await?;
+        Ok(answer.deleted)
     }
 }

@@ -11,6 +11,7 @@ use butterfly_core::lists::{
     Contact, ContactRef, EditOutcome, Group, GroupRef, Gtc, List, ListError, ListMask, ListOp,
     PeerView, Privacy, Roster, Tombstone, TombstoneKind,
 };
+use butterfly_core::oim::{Oim, OimMeta, OimNew, OimRefused};
 use butterfly_core::store::StoreError;
 use tonic::{Code, Status};
 use uuid::Uuid;
@@ -609,6 +610,134 @@ pub(crate) fn edit_result(
         R::Outcome(o) => Ok(o.try_into()?),
         R::Error(e) => Err(list_error(e)?),
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Offline messages
+
+impl From<OimNew> for pb::OimNew {
+    fn from(n: OimNew) -> Self {
+        pb::OimNew {
+            recipient: n.recipient.0,
+            sender: n.sender.into(),
+            sender_name: n.sender_name,
+            run_id: n.run_id.to_string(),
+            seq: n.seq,
+            text: n.text,
+        }
+    }
+}
+
+impl TryFrom<pb::OimNew> for OimNew {
+    type Error = InvalidMessage;
+
+    fn try_from(n: pb::OimNew) -> Result<Self, InvalidMessage> {
+        Ok(OimNew {
+            recipient: UserId(n.recipient),
+            sender: email(&n.sender)?,
+            sender_name: n.sender_name,
+            run_id: guid(&n.run_id, "OIM run id")?,
+            seq: n.seq,
+            text: n.text,
+        })
+    }
+}
+
+impl From<OimMeta> for pb::OimMeta {
+    fn from(m: OimMeta) -> Self {
+        pb::OimMeta {
+            id: m.id.to_string(),
+            sender: m.sender.into(),
+            sender_name: m.sender_name,
+            received_at: m.received_at,
+            size: m.size,
+            read: m.read,
+        }
+    }
+}
+
+impl TryFrom<pb::OimMeta> for OimMeta {
+    type Error = InvalidMessage;
+
+    fn try_from(m: pb::OimMeta) -> Result<Self, InvalidMessage> {
+        Ok(OimMeta {
+            id: guid(&m.id, "OIM id")?,
+            sender: email(&m.sender)?,
+            sender_name: m.sender_name,
+            received_at: m.received_at,
+            size: m.size,
+            read: m.read,
+        })
+    }
+}
+
+impl From<OimRefused> for pb::OimRefused {
+    fn from(r: OimRefused) -> Self {
+        match r {
+            OimRefused::NoRecipient => pb::OimRefused::NoRecipient,
+            OimRefused::TooLarge => pb::OimRefused::TooLarge,
+            OimRefused::MailboxFull => pb::OimRefused::MailboxFull,
+        }
+    }
+}
+
+fn oim_refused(v: i32) -> Result<OimRefused, InvalidMessage> {
+    match pb::OimRefused::try_from(v) {
+        Ok(pb::OimRefused::NoRecipient) => Ok(OimRefused::NoRecipient),
+        Ok(pb::OimRefused::TooLarge) => Ok(OimRefused::TooLarge),
+        Ok(pb::OimRefused::MailboxFull) => Ok(OimRefused::MailboxFull),
+        Ok(pb::OimRefused::Unspecified) | Err(_) => {
+            Err(InvalidMessage::new("OIM refusal", v.to_string()))
+        }
+    }
+}
+
+pub(crate) fn oim_store_response(r: Result<OimMeta, OimRefused>) -> pb::OimStoreResponse {
+    use pb::oim_store_response::Result as R;
+    pb::OimStoreResponse {
+        result: Some(match r {
+            Ok(meta) => R::Stored(meta.into()),
+            Err(e) => R::Refused(pb::OimRefused::from(e).into()),
+        }),
+    }
+}
+
+pub(crate) fn oim_store_result(
+    r: pb::OimStoreResponse,
+) -> Result<Result<OimMeta, OimRefused>, InvalidMessage> {
+    use pb::oim_store_response::Result as R;
+    Ok(match required(r.result, "OIM store result")? {
+        R::Stored(m) => Ok(m.try_into()?),
+        R::Refused(e) => Err(oim_refused(e)?),
+    })
+}
+
+pub(crate) fn oim_get_response(oim: Option<Oim>) -> pb::OimGetResponse {
+    match oim {
+        Some(o) => pb::OimGetResponse {
+            meta: Some(o.meta.into()),
+            run_id: o.run_id.to_string(),
+            seq: o.seq,
+            text: o.text,
+        },
+        None => pb::OimGetResponse::default(),
+    }
+}
+
+pub(crate) fn oim_get_result(r: pb::OimGetResponse) -> Result<Option<Oim>, InvalidMessage> {
+    let Some(meta) = r.meta else {
+        return Ok(None);
+    };
+    Ok(Some(Oim {
+        meta: meta.try_into()?,
+        run_id: guid(&r.run_id, "OIM run id")?,
+        seq: r.seq,
+        text: r.text,
+    }))
+}
+
+pub(crate) fn oim_ids(ids: &[String]) -> Result<Vec<Uuid>, InvalidMessage> {
+    ids.iter().map(|id| guid(id, "OIM id")).collect()
 }
 
 #[cfg(test)]

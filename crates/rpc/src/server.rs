@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use butterfly_core::account::{NewAccount, UserId};
 use butterfly_core::lists::ListOp;
+use butterfly_core::oim::OimNew;
 use butterfly_core::store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
-use crate::convert::{edit_response, email, required, store_error_to_status};
+use crate::convert::{
+    edit_response, email, oim_get_response, oim_ids, oim_store_response, required,
+    store_error_to_status,
+};
 use crate::pb::addressbook::v1 as pb;
 use crate::pb::addressbook::v1::address_book_server::{AddressBook, AddressBookServer};
 
@@ -188,6 +192,55 @@ impl AddressBook for AddressBookService {
         ok(pb::TombstonesResponse {
             tombstones: tombstones.into_iter().map(Into::into).collect(),
         })
+    }
+    async fn oim_store(
+        &self,
+        request: Request<pb::OimStoreRequest>,
+    ) -> Answer<pb::OimStoreResponse> {
+        let new = OimNew::try_from(required(request.into_inner().oim, "oim")?)?;
+        let result = self
+            .store
+            .oim_store(new)
+            .await
+            .map_err(store_error_to_status)?;
+        ok(oim_store_response(result))
+    }
+
+    async fn oims(&self, request: Request<pb::OimsRequest>) -> Answer<pb::OimsResponse> {
+        let recipient = UserId(request.into_inner().recipient);
+        let oims = self
+            .store
+            .oims(recipient)
+            .await
+            .map_err(store_error_to_status)?;
+        ok(pb::OimsResponse {
+            oims: oims.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn oim_get(&self, request: Request<pb::OimGetRequest>) -> Answer<pb::OimGetResponse> {
+        let r = request.into_inner();
+        let id = oim_ids(std::slice::from_ref(&r.id))?[0];
+        let oim = self
+            .store
+            .oim_get(UserId(r.recipient), id, r.mark_read)
+            .await
+            .map_err(store_error_to_status)?;
+        ok(oim_get_response(oim))
+    }
+
+    async fn oim_delete(
+        &self,
+        request: Request<pb::OimDeleteRequest>,
+    ) -> Answer<pb::OimDeleteResponse> {
+        let r = request.into_inner();
+        let ids = oim_ids(&r.ids)?;
+        let deleted = self
+            .store
+            .oim_delete(UserId(r.recipient), &ids)
+            .await
+            .map_err(store_error_to_status)?;
+        ok(pb::OimDeleteResponse { deleted })
     }
 }
 

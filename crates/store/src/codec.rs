@@ -102,3 +102,13 @@ pub(crate) fn account(row: &SqliteRow) -> Result<Account, StoreError> {
         },
     })
 }
+
+/// An OIM's text length as listings report it.
+pub(crate) fn oim_size(column: &str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(column, v))
+}
+
+/// `oims.seq`: the sender's `X-OIM-Sequence-Num`.
+pub(crate) fn oim_seq(column: &str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(column, v))
+}

@@ -23,6 +23,9 @@ use butterfly_core::lists::{
     ContactRef, EditOutcome, GroupRef, Gtc, List, ListError, ListMask, ListOp, Privacy, Roster,
     Tombstone, TombstoneKind, now_ms,
 };
+use butterfly_core::oim::{
+    MAX_OIM_SENDER_NAME, MAX_OIM_TEXT, MAX_OIMS_PER_RECIPIENT, OimMeta, OimNew, OimRefused,
+};
 use butterfly_core::store::{Store, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
@@ -59,6 +62,8 @@ where
         removals_leave_tombstones,
         concurrent_edits_of_one_owner,
         concurrent_edits_lose_nothing,
+        offline_messages,
+        offline_message_limits,
     );
 }
 
@@ -1352,4 +1357,146 @@ where
             Err(e) => panic!("test task failed: {e}"),
         }
     }
+}
+
+/// An offline message from `from` to `to`.
+pub fn oim(from: &str, to: &Account, text: &str) -> OimNew {
+    OimNew {
+        recipient: to.id,
+        sender: email(from),
+        sender_name: format!("{from} name"),
+        run_id: uuid::Uuid::new_v4(),
+        seq: 1,
+        text: text.into(),
+    }
+}
+
+async fn stored(store: &dyn Store, new: OimNew) -> OimMeta {
+    store.oim_store(new).await.unwrap().unwrap()
+}
+
+/// Offline messages are listed oldest first, fetched whole, marked read on request,
+/// deleted by id, kept per recipient (nobody sees or deletes another's), and go with the
+/// recipient's account.
+pub async fn offline_messages(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    assert!(store.oims(bob.id).await.unwrap().is_empty());
+
+    let mut first = oim("alice", &bob, "hello bob \u{1F98B}");
+    first.seq = 7;
+    let run = first.run_id;
+    let m1 = stored(store, first).await;
+    let m2 = stored(store, oim("carol", &bob, "second")).await;
+    let m3 = stored(store, oim("bob", &alice, "for alice")).await;
+    assert_eq!(
+        (m1.sender.clone(), m1.sender_name.as_str(), m1.size, m1.read),
+        (
+            email("alice"),
+            "alice name",
+            "hello bob \u{1F98B}".len() as u32,
+            false
+        )
+    );
+    assert!(m2.received_at > m1.received_at, "arrival order is strict");
+
+    let listed = store.oims(bob.id).await.unwrap();
+    assert_eq!(listed, vec![m1.clone(), m2.clone()]);
+    assert_eq!(store.oims(alice.id).await.unwrap(), vec![m3.clone()]);
+    assert!(store.oims(UserId(i64::MAX)).await.unwrap().is_empty());
+
+    let got = store.oim_get(bob.id, m1.id, false).await.unwrap().unwrap();
+    assert_eq!(
+        (&got.meta, got.run_id, got.seq, got.text.as_str()),
+        (&m1, run, 7, "hello bob \u{1F98B}")
+    );
+    // Another recipient's message is not there for bob, nor an unknown id.
+    assert_eq!(store.oim_get(bob.id, m3.id, true).await.unwrap(), None);
+    assert_eq!(
+        store
+            .oim_get(bob.id, uuid::Uuid::new_v4(), false)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !store
+            .oim_get(alice.id, m3.id, false)
+            .await
+            .unwrap()
+            .unwrap()
+            .meta
+            .read
+    );
+
+    let read = store.oim_get(bob.id, m1.id, true).await.unwrap().unwrap();
+    assert!(read.meta.read);
+    let listed = store.oims(bob.id).await.unwrap();
+    assert_eq!((listed[0].read, listed[1].read), (true, false));
+
+    // Deleting names only the recipient's own; other ids count nothing.
+    assert_eq!(store.oim_delete(bob.id, &[m3.id]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .oim_delete(bob.id, &[m1.id, m2.id, uuid::Uuid::new_v4()])
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(store.oims(bob.id).await.unwrap().is_empty());
+    assert_eq!(store.oims(alice.id).await.unwrap(), vec![m3]);
+    assert_eq!(store.oim_delete(bob.id, &[m1.id]).await.unwrap(), 0);
+
+    // The mailbox goes with the account; the sender's account does not matter.
+    stored(store, oim("alice", &bob, "again")).await;
+    assert!(store.delete_account(&email("alice")).await.unwrap());
+    assert_eq!(store.oims(bob.id).await.unwrap().len(), 1);
+    assert!(store.delete_account(&email("bob")).await.unwrap());
+    assert!(store.oims(bob.id).await.unwrap().is_empty());
+}
+
+/// The limits: the text size cap, the per-recipient cap (another recipient is not
+/// affected, and deleting makes room), sender names cut, unknown recipients refused.
+pub async fn offline_message_limits(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+
+    let big = "x".repeat(MAX_OIM_TEXT + 1);
+    assert_eq!(
+        store.oim_store(oim("alice", &bob, &big)).await.unwrap(),
+        Err(OimRefused::TooLarge)
+    );
+    stored(store, oim("alice", &bob, &big[1..])).await;
+    let gone = Account {
+        id: UserId(i64::MAX),
+        ..bob.clone()
+    };
+    assert_eq!(
+        store.oim_store(oim("alice", &gone, "hi")).await.unwrap(),
+        Err(OimRefused::NoRecipient)
+    );
+    let mut named = oim("alice", &alice, "hi");
+    named.sender_name = "n".repeat(MAX_OIM_SENDER_NAME + 10);
+    assert_eq!(
+        stored(store, named).await.sender_name.len(),
+        MAX_OIM_SENDER_NAME
+    );
+
+    for _ in 1..MAX_OIMS_PER_RECIPIENT {
+        stored(store, oim("alice", &bob, "hi")).await;
+    }
+    assert_eq!(
+        store
+            .oim_store(oim("alice", &bob, "one too many"))
+            .await
+            .unwrap(),
+        Err(OimRefused::MailboxFull)
+    );
+    let mailbox = store.oims(bob.id).await.unwrap();
+    assert_eq!(mailbox.len(), MAX_OIMS_PER_RECIPIENT);
+    stored(store, oim("bob", &alice, "alice has room")).await;
+    assert_eq!(store.oim_delete(bob.id, &[mailbox[0].id]).await.unwrap(), 1);
+    stored(store, oim("alice", &bob, "room again")).await;
 }

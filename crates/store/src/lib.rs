@@ -40,6 +40,7 @@ mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod lists;
+mod oims;
 mod postgres;
 
 pub use postgres::{PG_MIGRATOR, PgOptions, PgStore};
@@ -54,6 +55,7 @@ use butterfly_core::lists::{
     ContactRef, EditOutcome, ListError, ListOp, PeerView, Roster, Tombstone, deltas_reach_back_to,
     now_ms,
 };
+use butterfly_core::oim::{Oim, OimMeta, OimNew, OimRefused};
 use butterfly_core::store::{Store, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -379,5 +381,26 @@ impl Store for SqliteStore {
     async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
         let mut conn = self.read.acquire().await.map_err(backend)?;
         lists::tombstones(&mut conn, owner, since).await
+    }
+
+    async fn oim_store(&self, new: OimNew) -> Result<Result<OimMeta, OimRefused>, StoreError> {
+        oims::store(&self.write, new).await
+    }
+
+    async fn oims(&self, recipient: UserId) -> Result<Vec<OimMeta>, StoreError> {
+        oims::list(&self.read, recipient).await
+    }
+
+    async fn oim_get(
+        &self,
+        recipient: UserId,
+        id: uuid::Uuid,
+        mark_read: bool,
+    ) -> Result<Option<Oim>, StoreError> {
+        oims::get_one(&self.read, &self.write, recipient, id, mark_read).await
+    }
+
+    async fn oim_delete(&self, recipient: UserId, ids: &[uuid::Uuid]) -> Result<u64, StoreError> {
+        oims::delete(&self.write, recipient, ids).await
     }
 }

@@ -2,6 +2,7 @@
 //! keeps edits atomic across processes is on [`PgStore`].
 
 mod lists;
+mod oims;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{
     ContactRef, EditOutcome, ListError, ListOp, Mutation, PeerView, Roster, Tombstone, now_ms,
 };
+use butterfly_core::oim::{Oim, OimMeta, OimNew, OimRefused};
 use butterfly_core::store::{Store, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -462,6 +464,37 @@ impl Store for PgStore {
     async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         lists::tombstones(&mut conn, owner, since)
+            .await
+            .map_err(Failure::into_store_error)
+    }
+
+    async fn oim_store(&self, new: OimNew) -> Result<Result<OimMeta, OimRefused>, StoreError> {
+        let new = match new.validated() {
+            Ok(new) => new,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        retry("store OIM", || oims::try_store(&self.pool, &new)).await
+    }
+
+    async fn oims(&self, recipient: UserId) -> Result<Vec<OimMeta>, StoreError> {
+        oims::list(&self.pool, recipient)
+            .await
+            .map_err(Failure::into_store_error)
+    }
+
+    async fn oim_get(
+        &self,
+        recipient: UserId,
+        id: uuid::Uuid,
+        mark_read: bool,
+    ) -> Result<Option<Oim>, StoreError> {
+        oims::get_one(&self.pool, recipient, id, mark_read)
+            .await
+            .map_err(Failure::into_store_error)
+    }
+
+    async fn oim_delete(&self, recipient: UserId, ids: &[uuid::Uuid]) -> Result<u64, StoreError> {
+        oims::delete(&self.pool, recipient, ids)
             .await
             .map_err(Failure::into_store_error)
     }

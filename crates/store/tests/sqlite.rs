@@ -427,3 +427,30 @@ async fn version_2_migrates_a_populated_database() {
     );
     store.close().await;
 }
+
+/// An offline message is on disk when `oim_store` returns, read flag and all.
+#[tokio::test]
+async fn offline_messages_survive_reopen() {
+    let dir = TempDir::new("oims");
+    let path = dir.db();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let bob = user(&store, "bob").await;
+    let kept = store
+        .oim_store(conformance::oim("alice", &bob, "while you were out"))
+        .await
+        .unwrap()
+        .unwrap();
+    store.oim_get(bob.id, kept.id, true).await.unwrap().unwrap();
+    store.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let got = store
+        .oim_get(bob.id, kept.id, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.text, "while you were out");
+    assert!(got.meta.read);
+    assert_eq!(store.oims(bob.id).await.unwrap(), vec![got.meta]);
+    store.close().await;
+}
