@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod oim;
 pub mod presence;
+pub mod profile;
 pub mod store;
 pub mod switchboards;
 pub mod tickets;

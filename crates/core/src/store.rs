@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use crate::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use crate::lists::{EditOutcome, ListError, ListOp, PeerView, Roster, Tombstone};
 use crate::oim::{Oim, OimMeta, OimNew, OimRefused};
+use crate::profile::{Profile, ProfileEdit};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +95,24 @@ pub trait Store: Send + Sync + 'static {
         let _ = (recipient, ids);
         Err(no_mail())
     }
+
+    /// The owner's roaming profile ([`crate::profile`]); empty when none was stored.
+    ///
+    /// The defaults of the profile methods, for test doubles, fail.
+    async fn profile(&self, owner: UserId) -> Result<Profile, StoreError> {
+        let _ = owner;
+        Err(no_profiles())
+    }
+    /// Change the owner's roaming profile, durably. The edit must be validated
+    /// ([`ProfileEdit::validated`]).
+    async fn update_profile(&self, owner: UserId, edit: ProfileEdit) -> Result<(), StoreError> {
+        let _ = (owner, edit);
+        Err(no_profiles())
+    }
+}
+
+fn no_profiles() -> StoreError {
+    StoreError::Backend("this store keeps no profiles".into())
 }
 
 fn no_mail() -> StoreError {

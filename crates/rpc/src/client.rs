@@ -9,6 +9,7 @@ use butterfly_core::account::{Account, Email, LegacyMd5, NewAccount, UserId};
 use butterfly_core::lists::{EditOutcome, ListError, ListOp, PeerView, Roster, Tombstone};
 use butterfly_core::metrics;
 use butterfly_core::oim::{Oim, OimMeta, OimNew, OimRefused};
+use butterfly_core::profile::{Profile, ProfileEdit};
 use butterfly_core::store::{Store, StoreError};
 use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -354,5 +355,26 @@ impl Store for RemoteStore {
             .call(M, request, |mut c, r| async move { c.oim_delete(r).await })
             .await?;
         Ok(answer.deleted)
+    }
+
+    async fn profile(&self, owner: UserId) -> Result<Profile, StoreError> {
+        const M: &str = "ProfileGet";
+        let request = pb::ProfileGetRequest { owner: owner.0 };
+        let answer = self
+            .call(M, request, |mut c, r| async move { c.profile_get(r).await })
+            .await?;
+        Ok(crate::convert::profile_from_pb(answer))
+    }
+
+    async fn update_profile(&self, owner: UserId, edit: ProfileEdit) -> Result<(), StoreError> {
+        const M: &str = "ProfileUpdate";
+        let request = crate::convert::profile_update_to_pb(owner, edit);
+        self.call(
+            M,
+            request,
+            |mut c, r| async move { c.profile_update(r).await },
+        )
+        .await?;
+        Ok(())
     }
 }

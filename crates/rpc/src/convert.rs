@@ -740,6 +740,66 @@ pub(crate) fn oim_ids(ids: &[String]) -> Result<Vec<Uuid>, InvalidMessage> {
     ids.iter().map(|id| guid(id, "OIM id")).collect()
 }
 
+// ---------------------------------------------------------------------------------------
+// Roaming profiles
+
+pub(crate) fn profile_to_pb(p: butterfly_core::profile::Profile) -> pb::ProfileGetResponse {
+    pb::ProfileGetResponse {
+        psm: p.psm,
+        psm_changed_at: p.psm_changed_at,
+        tile: p.tile.map(|t| pb::Tile {
+            mime: t.mime,
+            bytes: t.bytes,
+            changed_at: t.changed_at,
+        }),
+    }
+}
+
+pub(crate) fn profile_from_pb(p: pb::ProfileGetResponse) -> butterfly_core::profile::Profile {
+    butterfly_core::profile::Profile {
+        psm: p.psm,
+        psm_changed_at: p.psm_changed_at,
+        tile: p.tile.map(|t| butterfly_core::profile::Tile {
+            mime: t.mime,
+            bytes: t.bytes,
+            changed_at: t.changed_at,
+        }),
+    }
+}
+
+pub(crate) fn profile_update_to_pb(
+    owner: butterfly_core::UserId,
+    edit: butterfly_core::profile::ProfileEdit,
+) -> pb::ProfileUpdateRequest {
+    use butterfly_core::profile::ProfileEdit;
+    use pb::profile_update_request::Edit;
+    let edit = match edit {
+        ProfileEdit::Psm(psm) => Edit::Psm(psm),
+        ProfileEdit::Tile(Some((mime, bytes))) => Edit::Tile(pb::Tile {
+            mime,
+            bytes,
+            changed_at: 0,
+        }),
+        ProfileEdit::Tile(None) => Edit::RemoveTile(true),
+    };
+    pb::ProfileUpdateRequest {
+        owner: owner.0,
+        edit: Some(edit),
+    }
+}
+
+pub(crate) fn profile_edit_from_pb(
+    edit: Option<pb::profile_update_request::Edit>,
+) -> Option<butterfly_core::profile::ProfileEdit> {
+    use butterfly_core::profile::ProfileEdit;
+    use pb::profile_update_request::Edit;
+    Some(match edit? {
+        Edit::Psm(psm) => ProfileEdit::Psm(psm),
+        Edit::Tile(t) => ProfileEdit::Tile(Some((t.mime, t.bytes))),
+        Edit::RemoveTile(_) => ProfileEdit::Tile(None),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,6 +242,37 @@ impl AddressBook for AddressBookService {
             .map_err(store_error_to_status)?;
         ok(pb::OimDeleteResponse { deleted })
     }
+
+    async fn profile_get(
+        &self,
+        request: Request<pb::ProfileGetRequest>,
+    ) -> Answer<pb::ProfileGetResponse> {
+        let owner = UserId(request.into_inner().owner);
+        let profile = self
+            .store
+            .profile(owner)
+            .await
+            .map_err(store_error_to_status)?;
+        ok(crate::convert::profile_to_pb(profile))
+    }
+
+    async fn profile_update(
+        &self,
+        request: Request<pb::ProfileUpdateRequest>,
+    ) -> Answer<pb::ProfileUpdateResponse> {
+        let r = request.into_inner();
+        let edit = crate::convert::profile_edit_from_pb(r.edit)
+            .ok_or_else(|| tonic::Status::invalid_argument("no profile change"))?;
+        // Checked again here: the address book stores nothing a caller did not validate.
+        let edit = edit
+            .validated()
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        self.store
+            .update_profile(UserId(r.owner), edit)
+            .await
+            .map_err(store_error_to_status)?;
+        ok(pb::ProfileUpdateResponse {})
+    }
 }
 
 /// Serve the address book (and `grpc.health.v1.Health`) on `listener` until `shutdown`.

@@ -64,7 +64,47 @@ where
         concurrent_edits_lose_nothing,
         offline_messages,
         offline_message_limits,
+        roaming_profiles,
     );
+}
+
+/// The storage service's roaming profile: empty until set; the message and the picture
+/// change independently and durably; the picture can be removed; profiles are per owner
+/// and go with the account.
+pub async fn roaming_profiles(store: Arc<dyn Store>) {
+    use butterfly_core::profile::{Profile, ProfileEdit};
+    let alice = user(store.as_ref(), "alice").await;
+    let bob = user(store.as_ref(), "bob").await;
+    assert_eq!(store.profile(alice.id).await.unwrap(), Profile::default());
+    store
+        .update_profile(alice.id, ProfileEdit::Psm("at work".into()))
+        .await
+        .unwrap();
+    let png = b"\x89PNG\r\n\x1a\nimage bytes".to_vec();
+    let edit = ProfileEdit::Tile(Some(("image/png".into(), png.clone())))
+        .validated()
+        .unwrap();
+    store.update_profile(alice.id, edit).await.unwrap();
+    let p = store.profile(alice.id).await.unwrap();
+    assert_eq!(p.psm, "at work");
+    assert!(p.psm_changed_at > 0);
+    let tile = p.tile.expect("a picture");
+    assert_eq!((tile.mime.as_str(), tile.bytes), ("image/png", png));
+    assert!(tile.changed_at > 0);
+    assert_eq!(store.profile(bob.id).await.unwrap(), Profile::default());
+    // A new message leaves the picture; removing the picture leaves the message.
+    store
+        .update_profile(alice.id, ProfileEdit::Psm("home".into()))
+        .await
+        .unwrap();
+    store
+        .update_profile(alice.id, ProfileEdit::Tile(None))
+        .await
+        .unwrap();
+    let p = store.profile(alice.id).await.unwrap();
+    assert_eq!((p.psm.as_str(), p.tile), ("home", None));
+    assert!(store.delete_account(&alice.email).await.unwrap());
+    assert_eq!(store.profile(alice.id).await.unwrap(), Profile::default());
 }
 
 /// `name@example.com`.

@@ -42,6 +42,7 @@ pub mod conformance;
 mod lists;
 mod oims;
 mod postgres;
+mod profiles;
 
 pub use postgres::{PG_MIGRATOR, PgOptions, PgStore};
 
@@ -56,6 +57,7 @@ use butterfly_core::lists::{
     now_ms,
 };
 use butterfly_core::oim::{Oim, OimMeta, OimNew, OimRefused};
+use butterfly_core::profile::{Profile, ProfileEdit};
 use butterfly_core::store::{Store, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -402,5 +404,13 @@ impl Store for SqliteStore {
 
     async fn oim_delete(&self, recipient: UserId, ids: &[uuid::Uuid]) -> Result<u64, StoreError> {
         oims::delete(&self.write, recipient, ids).await
+    }
+
+    async fn profile(&self, owner: UserId) -> Result<Profile, StoreError> {
+        profiles::get(&self.read, owner).await
+    }
+
+    async fn update_profile(&self, owner: UserId, edit: ProfileEdit) -> Result<(), StoreError> {
+        profiles::update(&self.write, owner, edit).await
     }
 }

@@ -3,6 +3,7 @@
 
 mod lists;
 mod oims;
+mod profiles;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use butterfly_core::lists::{
     ContactRef, EditOutcome, ListError, ListOp, Mutation, PeerView, Roster, Tombstone, now_ms,
 };
 use butterfly_core::oim::{Oim, OimMeta, OimNew, OimRefused};
+use butterfly_core::profile::{Profile, ProfileEdit};
 use butterfly_core::store::{Store, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -497,6 +499,14 @@ impl Store for PgStore {
         oims::delete(&self.pool, recipient, ids)
             .await
             .map_err(Failure::into_store_error)
+    }
+
+    async fn profile(&self, owner: UserId) -> Result<Profile, StoreError> {
+        profiles::get(&self.pool, owner).await
+    }
+
+    async fn update_profile(&self, owner: UserId, edit: ProfileEdit) -> Result<(), StoreError> {
+        profiles::update(&self.pool, owner, edit).await
     }
 }
 
