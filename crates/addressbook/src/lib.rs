@@ -26,6 +26,10 @@
 //! NS's own list commands are. Pending is derived (on RL, neither allowed nor blocked);
 //! the Me contact's roaming annotations are accepted but not kept yet.
 //!
+//! **Storage** (`storage.rs`): the roaming profile WLM 8.1+ reads at sign-in — the
+//! friendly name, the personal message and the display picture — and the picture's public
+//! URL.
+//!
 //! Architecture invariant: accounts and lists come only through the [`Store`] port and
 //! tickets only through the [`Tickets`] port, so this crate knows no database and no
 //! ticket format. It does not terminate TLS, and it never logs ticket contents.
@@ -41,12 +45,13 @@ pub mod oim;
 mod rsi;
 mod sharing;
 mod soap;
+mod storage;
 mod xml;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::post;
+use axum::routing::{get, post};
 use butterfly_core::account::{Account, UserId};
 use butterfly_core::bus::Bus;
 use butterfly_core::lists::Roster;
@@ -59,6 +64,10 @@ use uuid::Uuid;
 pub const AB_SERVICE_PATH: &str = "/abservice/abservice.asmx";
 /// SharingService, as routed (clients write `/abservice/SharingService.asmx`).
 pub const SHARING_SERVICE_PATH: &str = "/abservice/sharingservice.asmx";
+/// The storage service (roaming profile), lower case as routed.
+pub const STORAGE_PATH: &str = "/storageservice/schematizedstore.asmx";
+/// Display pictures: `/storage/usertile/{cid hex}/{static|small}`.
+pub const USERTILE_PATH: &str = "/storage/usertile/{cid}/{size}";
 
 /// Largest request body accepted; a larger one is answered 413. The biggest address-book
 /// request (an `ABContactAdd` of many contacts) is far smaller.
@@ -81,6 +90,8 @@ pub fn router(deps: Deps) -> Router {
     Router::new()
         .route(AB_SERVICE_PATH, post(handlers::ab_service))
         .route(SHARING_SERVICE_PATH, post(handlers::sharing_service))
+        .route(STORAGE_PATH, post(storage::service))
+        .route(USERTILE_PATH, get(storage::usertile))
         .with_state(state)
 }
 

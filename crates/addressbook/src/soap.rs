@@ -9,7 +9,7 @@ use crate::xml::{self, Element, XmlWriter};
 
 /// The namespace of every body and header element of both services.
 pub(crate) const AB_NS: &str = "http://www.msn.com/webservices/AddressBook";
-const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub(crate) const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub(crate) const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 pub(crate) const XSD_NS: &str = "http://www.w3.org/2001/XMLSchema";
 

@@ -1456,3 +1456,141 @@ async fn edits_are_stored_answered_and_announced() {
             .is_none_or(|c| !c.lists.contains(List::Forward))
     );
 }
+
+// ---------------------------------------------------------------- storage
+
+fn storage_envelope(ticket: &str, action_xml: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
+         <soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+         <soap:Header><StorageApplicationHeader xmlns=\"http://www.msn.com/webservices/storage/2008\">\
+         <ApplicationID>Messenger Client 9.0</ApplicationID><Scenario>Initial</Scenario></StorageApplicationHeader>\
+         <StorageUserHeader xmlns=\"http://www.msn.com/webservices/storage/2008\"><Puid>0</Puid>\
+         <TicketToken>{}</TicketToken></StorageUserHeader></soap:Header>\
+         <soap:Body>{action_xml}</soap:Body></soap:Envelope>",
+        ticket.replace('&', "&amp;")
+    )
+}
+
+/// The roaming profile as WLM 2009 uses it: GetProfile at sign-in, UpdateProfile for the
+/// name and message, CreateDocument for the picture (served at its public URL), and
+/// DeleteRelationships to remove it. Only a storage ticket opens it.
+#[tokio::test]
+async fn the_storage_service_keeps_the_roaming_profile() {
+    let s = start().await;
+    let t = s.ticket(&s.bob, Service::Storage);
+    let cid = ids::cid_hex(s.bob.id);
+    let call = |action: &'static str, body: String| {
+        let t = t.clone();
+        let addr = s.addr;
+        async move {
+            post(
+                addr,
+                butterfly_addressbook::STORAGE_PATH,
+                action,
+                &storage_envelope(&t, &body),
+            )
+            .await
+        }
+    };
+    let get_profile = "<GetProfile xmlns=\"http://www.msn.com/webservices/storage/2008\"><profileHandle><Alias>\
+        <Name>1</Name><NameSpace>MyCidStuff</NameSpace></Alias><RelationshipName>MyProfile</RelationshipName>\
+        </profileHandle></GetProfile>";
+
+    let r = call("GetProfile", get_profile.into()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = r.body_element();
+    assert_eq!(p.name, "GetProfileResponse");
+    let result = p.get("GetProfileResult");
+    assert_eq!(result.text_of(&["ResourceID"]), format!("{cid}!106"));
+    let expression = result.get("ExpressionProfile");
+    assert_eq!(expression.text_of(&["DisplayName"]), "Bob & <Co>");
+    assert_eq!(expression.text_of(&["PersonalStatus"]), "");
+    assert_eq!(
+        expression.text_of(&["Photo", "ResourceID"]),
+        format!("{cid}!205")
+    );
+    assert!(expression.get("Photo").opt("DocumentStreams").is_none());
+
+    let r = call(
+        "UpdateProfile",
+        "<UpdateProfile><profile><ResourceID>x!106</ResourceID><ExpressionProfile><FreeText>Update</FreeText>\
+         <DisplayName>Bobby</DisplayName><PersonalStatus>at work</PersonalStatus><Flags>0</Flags>\
+         </ExpressionProfile></profile></UpdateProfile>"
+            .into(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let picture = "BM a bitmap, as far as the sniffer can tell";
+    let b64 = BASE64.encode(picture);
+    let r = call(
+        "CreateDocument",
+        format!(
+            "<CreateDocument><parentHandle><RelationshipName>/UserTiles</RelationshipName></parentHandle>\
+             <document xsi:type=\"Photo\"><Name>?</Name><DocumentStreams><DocumentStream xsi:type=\"PhotoStream\">\
+             <DocumentStreamType>UserTileStatic</DocumentStreamType><MimeType>png</MimeType><Data>{b64}</Data>\
+             <DataSize>0</DataSize></DocumentStream></DocumentStreams></document>\
+             <relationshipName>Messenger User Tile</relationshipName></CreateDocument>"
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body_element().text_of(&["CreateDocumentResult"]),
+        format!("{cid}!205")
+    );
+
+    let r = call("GetProfile", get_profile.into()).await;
+    let expression = r
+        .body_element()
+        .get("GetProfileResult")
+        .get("ExpressionProfile")
+        .clone();
+    assert_eq!(expression.text_of(&["DisplayName"]), "Bobby");
+    assert_eq!(expression.text_of(&["PersonalStatus"]), "at work");
+    let stream = expression.at(&["Photo", "DocumentStreams", "DocumentStream"]);
+    assert_eq!(stream.text_of(&["MimeType"]), "image/bmp");
+    assert_eq!(stream.text_of(&["DataSize"]), picture.len().to_string());
+    let url = stream.text_of(&["PreAuthURL"]).to_owned();
+    let path = &url[url.find("/storage/").expect("a storage URL")..];
+    assert_eq!(path, format!("/storage/usertile/{cid}/static"));
+    let tile = exchange(
+        s.addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"),
+        b"",
+    )
+    .await;
+    assert_eq!((tile.status, tile.body.as_str()), (200, picture));
+    assert_eq!(tile.header("content-type"), Some("image/bmp"));
+
+    // Not a picture: refused, the old one kept.
+    let r = call(
+        "UpdateDocument",
+        format!(
+            "<UpdateDocument><document><DocumentStreams><DocumentStream><Data>{}</Data></DocumentStream>\
+             </DocumentStreams></document></UpdateDocument>",
+            BASE64.encode("not an image")
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    let r = call("DeleteRelationships", "<DeleteRelationships/>".into()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let gone = exchange(
+        s.addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"),
+        b"",
+    )
+    .await;
+    assert_eq!(gone.status, 404);
+
+    // A contacts ticket does not open the storage service.
+    let wrong = post(
+        s.addr,
+        butterfly_addressbook::STORAGE_PATH,
+        "GetProfile",
+        &storage_envelope(&s.bob_ticket(), get_profile),
+    )
+    .await;
+    assert_eq!(wrong.status, 403);
+}

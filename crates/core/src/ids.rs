@@ -29,6 +29,26 @@ pub fn puid(user: UserId) -> u64 {
     (user.0 as u64).wrapping_mul(K_PUID)
 }
 
+/// The user a CID names (the inverse of [`cid`]: multiplication by the inverse of the odd
+/// constant modulo 2^64). `None` for a CID no real account has.
+pub fn user_of_cid(cid: i64) -> Option<UserId> {
+    // Newton's iteration doubles the correct low bits each round: 5 rounds reach 64.
+    let mut inverse = K_CID;
+    for _ in 0..5 {
+        inverse = inverse.wrapping_mul(2u64.wrapping_sub(K_CID.wrapping_mul(inverse)));
+    }
+    let id = (cid as u64).wrapping_mul(inverse) as i64;
+    (id > 0).then_some(UserId(id))
+}
+
+/// A CID from its 16 hex digits (storage resource ids, picture URLs).
+pub fn user_of_cid_hex(hex: &str) -> Option<UserId> {
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+        .and_then(|c| user_of_cid(c as i64))
+}
+
 /// The PUID as the token service writes it: 16 upper-case hex digits.
 pub fn puid_hex(user: UserId) -> String {
     format!("{:016X}", puid(user))
@@ -90,6 +110,11 @@ mod tests {
             assert_eq!((u64::from(hi) << 32) | u64::from(lo), puid(u));
         }
         assert_eq!(cid(UserId(1)), K_CID as i64);
+        for id in [1, 2, 77, 1 << 40] {
+            assert_eq!(user_of_cid(cid(UserId(id))), Some(UserId(id)));
+            assert_eq!(user_of_cid_hex(&cid_hex(UserId(id))), Some(UserId(id)));
+        }
+        assert_eq!(user_of_cid_hex("xyz"), None);
     }
 
     #[test]
