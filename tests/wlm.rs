@@ -69,6 +69,24 @@ async fn chg(c: &mut Client, status: &str) -> Vec<String> {
     rest
 }
 
+/// The `NOT` "ABCHInternal" that follows an added-you push: it names the receiver (address,
+/// CID, PUID halves) so its client fetches its memberships again. `user` is the receiver's
+/// user id in the test's store (accounts are numbered in the order they were added).
+async fn expect_abch(c: &mut Client, user: i64) {
+    let not = c.expect("NOT").await;
+    let body = String::from_utf8(not.payload.unwrap().to_vec()).unwrap();
+    let id = butterfly_core::UserId(user);
+    let puid = butterfly_core::ids::puid(id);
+    for needle in [
+        format!("name=\"{}\"", c.email),
+        format!("pid=\"0x{:08x}:0x{:08x}\"", puid & 0xffff_ffff, puid >> 32),
+        "&lt;Service&gt;ABCHInternal&lt;/Service&gt;".to_owned(),
+        format!("&lt;CID&gt;{}&lt;/CID&gt;", butterfly_core::ids::cid(id)),
+    ] {
+        assert!(body.contains(&needle), "no {needle} in {body}");
+    }
+}
+
 /// `ADL`/`RML` with a document; returns the reply line.
 async fn ml(c: &mut Client, verb: &str, doc: &str) -> (u32, String) {
     let tr = c.cmd_payload(verb, "", doc.as_bytes().to_vec()).await;
@@ -112,6 +130,7 @@ async fn scenario(d: u8) {
     );
     assert_eq!(bob.next_line().await, alice_nln_for_bob(d, "NLN"));
     let push = alice.expect("ADL").await;
+    expect_abch(&mut alice, 1).await;
     assert_eq!(push.args, ["0"]);
     assert_eq!(
         push.payload.as_deref(),
@@ -682,6 +701,7 @@ async fn soap_edits_reach_the_users_they_concern() {
         "ADC 0 RL N=alice@example.com F=Alice"
     );
     let push = carol.expect("ADL").await;
+    expect_abch(&mut carol, 3).await;
     assert_eq!(
         push.payload.as_deref(),
         Some(

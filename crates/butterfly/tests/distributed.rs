@@ -512,6 +512,8 @@ async fn wlm_users_on_different_gateways() {
     let tr = alice.cmd_payload("ADL", "", adl("bob").into_bytes()).await;
     assert_eq!(alice.next_line().await, format!("ADL {tr} OK"));
     let push = bob.expect("ADL").await;
+    // Then "your memberships changed" (NOT ABCHInternal).
+    bob.expect("NOT").await;
     assert_eq!(
         push.payload.as_deref(),
         Some(
@@ -521,6 +523,7 @@ async fn wlm_users_on_different_gateways() {
     let tr = bob.cmd_payload("ADL", "", adl("alice").into_bytes()).await;
     assert_eq!(bob.next_line().await, format!("ADL {tr} OK"));
     alice.expect("ADL").await;
+    alice.expect("NOT").await;
 
     // Presence both ways, each in its dialect's form.
     let tr = alice.cmd("CHG", "NLN 2789003324:48 0").await;

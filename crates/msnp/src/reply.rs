@@ -338,6 +338,18 @@ pub fn ubn(
     Frame::new(b"UBN").arg(from).arg(kind).payload(payload)
 }
 
+/// `NOT` "ABCHInternal" (MSNP13+): the user's address book or memberships changed, so the
+/// client fetches them again (as a delta). Clients act on it only when it names them: their
+/// address and CID, and their PUID halves in `pid`. `modified`: `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn not_abch(email: &str, puid: u64, cid: i64, modified: &str) -> Frame {
+    let body = format!(
+        "<NOTIFICATION id=\"0\" siteid=\"45705\" siteurl=\"http://contacts.msn.com\"><TO pid=\"0x{:08x}:0x{:08x}\" name=\"{email}\"><VIA agent=\"messenger\"/></TO><MSG id=\"0\"><SUBSCR url=\"s.htm\"/><ACTION url=\"a.htm\"/><BODY>&lt;NotificationData xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"&gt;&lt;Service&gt;ABCHInternal&lt;/Service&gt;&lt;CID&gt;{cid}&lt;/CID&gt;&lt;LastModifiedDate&gt;{modified}&lt;/LastModifiedDate&gt;&lt;HasNewItem&gt;false&lt;/HasNewItem&gt;&lt;/NotificationData&gt;</BODY></MSG></NOTIFICATION>",
+        puid & 0xffff_ffff,
+        puid >> 32
+    );
+    Frame::new(b"NOT").payload(body.into_bytes())
+}
+
 /// `GCF tr Shields.xml` answer (MSNP11–12): an empty shields policy.
 pub fn shields(tr: TrId, file: &str) -> Frame {
     let body = "<?xml version= \"1.0\" encoding=\"utf-8\" ?><config><shield><cli maj=\"7\" min=\"0\" minbld=\"0\" maxbld=\"9999\" deny=\" \" /></shield><block></block></config>";
@@ -378,6 +390,23 @@ mod tests {
             "NLN NLN 1:a@x.com A%20B 1342177312:48 %3Co%2F%3E\r\n"
         );
         assert_eq!(line(&offline(12, "a@x.com")), "FLN a@x.com\r\n");
+    }
+
+    #[test]
+    fn abch_notification_matches_the_documented_example() {
+        // The example in the spec: 587 bytes for bob@example.com.
+        let f = not_abch(
+            "bob@example.com",
+            (3 << 32) | 0x0012_d687,
+            -2351581371273912302,
+            "2024-05-01T10:00:00Z",
+        );
+        let text = String::from_utf8(f.to_bytes().to_vec()).unwrap();
+        assert!(
+            text.starts_with("NOT 587\r\n<NOTIFICATION id=\"0\" siteid=\"45705\""),
+            "{text}"
+        );
+        assert!(text.contains("<TO pid=\"0x0012d687:0x00000003\" name=\"bob@example.com\">"));
     }
 
     #[test]

@@ -1223,6 +1223,19 @@ impl<S: Stream> Session<S> {
                         }]);
                         let verb = if *added { b"ADL" } else { b"RML" };
                         self.send(reply::ml_push(verb, doc));
+                        // And "your memberships changed": the client fetches them (a
+                        // delta) and asks about the new reverse-list entry.
+                        let me = self.me();
+                        let now = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        let not = reply::not_abch(
+                            me.email.as_str(),
+                            butterfly_core::ids::puid(me.id),
+                            butterfly_core::ids::cid(me.id),
+                            &butterfly_core::clock::utc_z(now),
+                        );
+                        self.send(not);
                         return Ok(());
                     }
                     let f = match (*added, dialect::uses_guids(d)) {
