@@ -23,8 +23,12 @@
 //!
 //! **Edits** (`edits.rs`): `AddMember`/`DeleteMember`, `ABContact*`, `ABGroup*` become
 //! `ListOp`s through `Store::edit` and are announced with `bus::announce_edit`, as the
-//! NS's own list commands are. Pending is derived (on RL, neither allowed nor blocked);
-//! the Me contact's roaming annotations are accepted but not kept yet.
+//! NS's own list commands are. Repeating an edit is success (WLM retries, and mirrors every
+//! edit with `ADL`/`RML`); refusals are faults with the errorcodes and texts of the
+//! official service. Pending is derived (on RL, neither allowed nor blocked), so
+//! `DeleteMember Pending` — like anything for the Reverse role — is accepted and changes
+//! nothing until the store keeps the pending list; the Me contact's roaming annotations,
+//! `IsMessengerUser` and empty nicknames are accepted but not kept yet.
 //!
 //! **Storage** (`storage.rs`): the roaming profile WLM 8.1+ reads at sign-in — the
 //! friendly name, the personal message and the display picture — and the picture's public

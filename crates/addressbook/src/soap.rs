@@ -144,11 +144,6 @@ impl Fault {
         }
     }
 
-    /// The `errorcode` this fault carries, if any.
-    pub(crate) fn errorcode(&self) -> Option<&'static str> {
-        self.errorcode
-    }
-
     /// A delta request this server cannot answer: the client must download everything
     /// (spec §3.7). `client_time` is the client's `lastChange` as sent.
     pub(crate) fn full_sync_required(action: &str, client_time: &str) -> Fault {

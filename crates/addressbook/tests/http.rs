@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use butterfly_addressbook::{AB_SERVICE_PATH, Deps, MAX_BODY_BYTES, SHARING_SERVICE_PATH};
 use butterfly_core::account::{Account, Email, NewAccount, PasswordCost};
 use butterfly_core::ids::{self, Role};
-use butterfly_core::lists::{ContactRef, GroupRef, Gtc, List, ListOp, Privacy, Roster};
+use butterfly_core::lists::{ContactRef, GroupRef, Gtc, List, ListOp, PeerView, Privacy, Roster};
 use butterfly_core::store::Store;
 use butterfly_core::tickets::{JwtTickets, Service, Tickets};
 use butterfly_store::SqliteStore;
@@ -1433,7 +1433,7 @@ async fn edits_are_stored_answered_and_announced() {
         &envelope(Some(&t), &unknown),
     )
     .await;
-    fault(&r, 500, Some("InvalidPassportUser"));
+    fault(&r, 500, Some("UserDoesNotExist"));
     let bad = add.replace("eve@example.com", "not-an-address");
     fault(
         &ab("ABContactAdd", bad).await,
@@ -1455,6 +1455,408 @@ async fn edits_are_stored_answered_and_announced() {
         row.contact(&s.eve.email)
             .is_none_or(|c| !c.lists.contains(List::Forward))
     );
+}
+
+/// Nothing was sent to this session (the address book announces before it answers, so
+/// after an answer this is final).
+fn nothing_for(rx: &mut butterfly_core::inbox::Inbox) {
+    if let Some(e) = rx.try_recv() {
+        panic!("unexpected event: {e:?}");
+    }
+}
+
+/// The view `peer` was told it has of Bob, from the next event.
+async fn view_told(s: &Server, rx: &mut butterfly_core::inbox::Inbox) -> PeerView {
+    use butterfly_core::bus::{Event, UserEvent};
+    match next_event(rx).await {
+        Event::User(UserEvent::PeerViewChanged { peer, view }) => {
+            assert_eq!(peer, s.bob.email);
+            view
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A SharingService edit of one member of `role`, written as `member` (its naming
+/// elements).
+fn membership_edit(action: &str, role: &str, member: &str) -> String {
+    format!(
+        "<{action} xmlns=\"http://www.msn.com/webservices/AddressBook\"><serviceHandle><Id>0</Id>\
+         <Type>Messenger</Type><ForeignId></ForeignId></serviceHandle><memberships><Membership>\
+         <MemberRole>{role}</MemberRole><Members><Member xsi:type=\"PassportMember\">\
+         <Type>Passport</Type><State>Accepted</State>{member}</Member></Members></Membership>\
+         </memberships></{action}>"
+    )
+}
+
+fn passport(email: &str) -> String {
+    format!("<PassportName>{email}</PassportName>")
+}
+
+fn membership_id(who: &Account, role: Role) -> String {
+    format!(
+        "<MembershipId>{}</MembershipId>",
+        ids::membership_id(who.id, role).unwrap()
+    )
+}
+
+/// AddMember/DeleteMember for each role, by address and by membership id: the member is
+/// told how they now see Bob; repeating an edit is success and tells nobody; members that
+/// do not exist get the faults the official service sent.
+#[tokio::test]
+async fn membership_edits_tell_the_member_and_refuse_what_does_not_exist() {
+    let s = start().await;
+    let t = s.bob_ticket();
+    let mut eve = session_of(&s, &s.eve.email).await;
+    let sharing = async |action: &str, role: &str, member: &str| {
+        let body = membership_edit(action, role, member);
+        post(
+            s.addr,
+            SHARING_SERVICE_PATH,
+            action,
+            &envelope(Some(&t), &body),
+        )
+        .await
+    };
+    let eve_lists = async || {
+        s.bob_roster()
+            .await
+            .contact(&s.eve.email)
+            .map(|c| c.lists)
+            .unwrap_or_default()
+    };
+    let eve_name = passport("eve@example.com");
+
+    // Allowed: Bob shows only to his allow list, so Eve now sees him.
+    success(&sharing("AddMember", "Allow", &eve_name).await, "AddMember");
+    assert!(eve_lists().await.contains(List::Allow));
+    assert!(view_told(&s, &mut eve).await.lets_me_see());
+    success(&sharing("AddMember", "Allow", &eve_name).await, "AddMember");
+    nothing_for(&mut eve);
+
+    // Blocked while allowed: moved, and she no longer sees him.
+    success(&sharing("AddMember", "Block", &eve_name).await, "AddMember");
+    let lists = eve_lists().await;
+    assert!(lists.contains(List::Block) && !lists.contains(List::Allow));
+    view_told(&s, &mut eve).await;
+    let last = view_told(&s, &mut eve).await;
+    assert!(!last.lets_me_see() && last.lists_of_me.contains(List::Block));
+    nothing_for(&mut eve);
+
+    // Unblocked by membership id, as WLM names members it read from FindMembership.
+    let blocked = membership_id(&s.eve, Role::Block);
+    success(
+        &sharing("DeleteMember", "Block", &blocked).await,
+        "DeleteMember",
+    );
+    assert!(!eve_lists().await.contains(List::Block));
+    let view = view_told(&s, &mut eve).await;
+    assert!(!view.lists_of_me.contains(List::Block) && !view.lets_me_see());
+    success(
+        &sharing("DeleteMember", "Block", &blocked).await,
+        "DeleteMember",
+    );
+    nothing_for(&mut eve);
+
+    // Reverse and Pending: accepted, nothing changes, nobody is told.
+    let before = eve_lists().await;
+    for (action, role) in [
+        ("AddMember", "Reverse"),
+        ("DeleteMember", "Reverse"),
+        ("AddMember", "Pending"),
+        ("DeleteMember", "Pending"),
+    ] {
+        success(&sharing(action, role, &eve_name).await, action);
+    }
+    assert_eq!(eve_lists().await, before);
+    nothing_for(&mut eve);
+
+    // Members that do not exist.
+    let nobody = passport("nobody@example.com");
+    let f = fault(
+        &sharing("AddMember", "Allow", &nobody).await,
+        500,
+        Some("UserDoesNotExist"),
+    );
+    assert_eq!(f, "User does not exist");
+    let gone = Account {
+        id: butterfly_core::account::UserId(9999),
+        ..s.eve.clone()
+    };
+    for member in [
+        nobody.clone(),
+        membership_id(&gone, Role::Block),
+        // Eve's id, but under the other role.
+        membership_id(&s.eve, Role::Allow),
+        "<MembershipId>16</MembershipId>".to_owned(),
+        "<MembershipId>x</MembershipId>".to_owned(),
+    ] {
+        let f = fault(
+            &sharing("DeleteMember", "Block", &member).await,
+            500,
+            Some("MemberDoesNotExist"),
+        );
+        assert_eq!(f, "Member does not exist", "{member}");
+    }
+    let f = fault(
+        &sharing("AddMember", "Block", &passport("eve.example.com")).await,
+        500,
+        Some("BadEmailArgument"),
+    );
+    assert_eq!(f, "Malformed email Argument Email missing '@' character");
+    fault(&sharing("AddMember", "Hidden", &eve_name).await, 500, None);
+    assert_eq!(eve_lists().await, before);
+    nothing_for(&mut eve);
+}
+
+/// The contact and group edits' other paths: removal told to the contact, nicknames, the
+/// Me contact named by its id with only the properties the client says changed,
+/// create-and-add into a group, idempotent group membership, and the faults for bad
+/// addresses, unknown accounts, contacts and groups, and bad group names.
+#[tokio::test]
+async fn contact_and_group_edits_fault_as_clients_expect_and_tell_the_contact() {
+    use butterfly_core::bus::{Event, UserEvent};
+    let s = start().await;
+    let t = s.bob_ticket();
+    let mut carol = session_of(&s, &s.carol.email).await;
+    let mut eve = session_of(&s, &s.eve.email).await;
+    let mut alice = session_of(&s, &s.alice.email).await;
+    let ab = async |action: &str, body: String| {
+        post(s.addr, AB_SERVICE_PATH, action, &envelope(Some(&t), &body)).await
+    };
+    let roster = s.bob_roster().await;
+    let id_of = |who: &Account| roster.contact(&who.email).unwrap().guid;
+    let group_id = |name: &str| roster.groups.iter().find(|g| g.name == name).unwrap().guid;
+    let (friends, work) = (group_id("Friends"), group_id("Work & Play"));
+    let contact_id =
+        |id: Uuid| format!("<contacts><Contact><contactId>{id}</contactId></Contact></contacts>");
+    let filter =
+        |g: Uuid| format!("<groupFilter><groupIds><guid>{g}</guid></groupIds></groupFilter>");
+
+    // ABContactDelete: Carol is told she left Bob's list.
+    let r = ab(
+        "ABContactDelete",
+        format!(
+            "<ABContactDelete>{}</ABContactDelete>",
+            contact_id(id_of(&s.carol))
+        ),
+    )
+    .await;
+    success(&r, "ABContactDelete");
+    assert_eq!(
+        next_event(&mut carol).await,
+        Event::User(UserEvent::ReverseList {
+            from: s.bob.email.clone(),
+            friendly_name: "Bob & <Co>".into(),
+            added: false
+        })
+    );
+    assert!(s.bob_roster().await.contact(&s.carol.email).is_none());
+
+    // ABContactAdd: addresses checked as the official service did; unknown accounts and
+    // oneself refused.
+    let contact_add = |who: &str| {
+        format!(
+            "<ABContactAdd><abId>00000000-0000-0000-0000-000000000000</abId><contacts><Contact>\
+             <contactInfo><passportName>{who}</passportName><isMessengerUser>true</isMessengerUser>\
+             </contactInfo></Contact></contacts></ABContactAdd>"
+        )
+    };
+    for (who, errorcode, why) in [
+        (
+            "carol.example.com",
+            "BadEmailArgument",
+            "Malformed email Argument Email missing '@' character",
+        ),
+        (
+            "carol@example",
+            "BadEmailArgument",
+            "Malformed email Argument Email missing '.' character",
+        ),
+        (
+            "nobody@example.com",
+            "InvalidPassportUser",
+            "The Passport user specified is invalid SignInName: nobody@example.com",
+        ),
+        (
+            "bob@example.com",
+            "InvalidPassportUser",
+            "The Passport user specified is invalid SignInName: bob@example.com",
+        ),
+    ] {
+        let f = fault(
+            &ab("ABContactAdd", contact_add(who)).await,
+            500,
+            Some(errorcode),
+        );
+        assert_eq!(f, why);
+    }
+    nothing_for(&mut carol);
+
+    // ABContactUpdate of a contact: the nickname; nobody is told.
+    let nickname = format!(
+        "<ABContactUpdate><contacts><Contact><contactId>{}</contactId><contactInfo><annotations>\
+         <Annotation><Name>AB.NickName</Name><Value>Ally</Value></Annotation></annotations>\
+         </contactInfo><propertiesChanged>Annotation</propertiesChanged></Contact></contacts>\
+         </ABContactUpdate>",
+        id_of(&s.alice)
+    );
+    success(&ab("ABContactUpdate", nickname).await, "ABContactUpdate");
+    let roster_now = s.bob_roster().await;
+    assert_eq!(
+        roster_now
+            .contact(&s.alice.email)
+            .unwrap()
+            .nickname
+            .as_deref(),
+        Some("Ally")
+    );
+    nothing_for(&mut alice);
+    let unknown = format!(
+        "<ABContactUpdate><contacts><Contact><contactId>{}</contactId><contactInfo>\
+         <isMessengerUser>false</isMessengerUser></contactInfo><propertiesChanged>IsMessengerUser\
+         </propertiesChanged></Contact></contacts></ABContactUpdate>",
+        Uuid::new_v4()
+    );
+    let f = fault(
+        &ab("ABContactUpdate", unknown).await,
+        500,
+        Some("ContactDoesNotExist"),
+    );
+    assert_eq!(f, "Contact Does Not Exist");
+
+    // The Me contact named by its id: privacy to "everyone but my block list". Eve (on
+    // his reverse list, neither allowed nor blocked) is told she sees him now; Alice is
+    // allowed either way. The stale display name beside it is not a change.
+    let me = format!(
+        "<ABContactUpdate><contacts><Contact><contactId>{}</contactId><contactInfo>\
+         <displayName>Stale</displayName><annotations><Annotation><Name>MSN.IM.BLP</Name>\
+         <Value>1</Value></Annotation><Annotation><Name>MSN.IM.MPOP</Name><Value>1</Value>\
+         </Annotation></annotations></contactInfo><propertiesChanged>Annotation</propertiesChanged>\
+         </Contact></contacts></ABContactUpdate>",
+        butterfly_addressbook::me_contact_id(s.bob.id)
+    );
+    success(&ab("ABContactUpdate", me).await, "ABContactUpdate");
+    let roster_now = s.bob_roster().await;
+    assert_eq!(roster_now.privacy, Privacy::AllowAll);
+    assert_eq!(roster_now.friendly_name, "Bob & <Co>");
+    assert!(view_told(&s, &mut eve).await.lets_me_see());
+    nothing_for(&mut alice);
+
+    // Group names: too long, or the name of "no group".
+    let group_add = |name: &str| {
+        format!(
+            "<ABGroupAdd><groupInfo><GroupInfo><name>{name}</name></GroupInfo></groupInfo></ABGroupAdd>"
+        )
+    };
+    let f = fault(
+        &ab("ABGroupAdd", group_add(&"x".repeat(62))).await,
+        500,
+        Some("BadArgumentLength"),
+    );
+    assert_eq!(
+        f,
+        "Argument Exceeded Allowed Length GroupName exceeded length"
+    );
+    fault(
+        &ab("ABGroupAdd", group_add("(No Group)")).await,
+        500,
+        Some("GroupAlreadyExists"),
+    );
+    // Unknown groups.
+    let nowhere = Uuid::new_v4();
+    let rename = format!(
+        "<ABGroupUpdate><groups><Group><groupId>{nowhere}</groupId><groupInfo><name>Kin</name>\
+         </groupInfo><propertiesChanged>GroupName</propertiesChanged></Group></groups></ABGroupUpdate>"
+    );
+    fault(
+        &ab("ABGroupUpdate", rename).await,
+        500,
+        Some("GroupDoesNotExist"),
+    );
+    let delete = format!("<ABGroupDelete>{}</ABGroupDelete>", filter(nowhere));
+    fault(
+        &ab("ABGroupDelete", delete).await,
+        500,
+        Some("GroupDoesNotExist"),
+    );
+    let into_nowhere = format!(
+        "<ABGroupContactAdd>{}{}</ABGroupContactAdd>",
+        filter(nowhere),
+        contact_id(id_of(&s.alice))
+    );
+    fault(
+        &ab("ABGroupContactAdd", into_nowhere).await,
+        500,
+        Some("GroupDoesNotExist"),
+    );
+    // An unknown contact.
+    let stranger = format!(
+        "<ABGroupContactAdd>{}{}</ABGroupContactAdd>",
+        filter(friends),
+        contact_id(Uuid::new_v4())
+    );
+    fault(
+        &ab("ABGroupContactAdd", stranger).await,
+        500,
+        Some("ContactDoesNotExist"),
+    );
+
+    // Create-and-add: Eve, named by address, onto the list and into Friends; she is told.
+    let create = format!(
+        "<ABGroupContactAdd><groupFilter><groupIds><guid>{friends}</guid></groupIds></groupFilter>\
+         <contacts><Contact><contactInfo><passportName>eve@example.com</passportName></contactInfo>\
+         </Contact></contacts><groupContactAddOptions><fGenerateMissingQuickName>true\
+         </fGenerateMissingQuickName></groupContactAddOptions></ABGroupContactAdd>"
+    );
+    let r = ab("ABGroupContactAdd", create).await;
+    let made = success(&r, "ABGroupContactAdd")
+        .text_of(&["ABGroupContactAddResult", "guid"])
+        .to_owned();
+    let roster_now = s.bob_roster().await;
+    let eve_row = roster_now.contact(&s.eve.email).unwrap();
+    let friends_no = roster_now.group(GroupRef::Guid(friends)).unwrap().number;
+    assert_eq!(eve_row.guid.to_string(), made);
+    assert!(eve_row.lists.contains(List::Forward) && eve_row.groups == [friends_no]);
+    assert!(matches!(
+        next_event(&mut eve).await,
+        Event::User(UserEvent::ReverseList { added: true, .. })
+    ));
+    // Again, by id: already in the group; the same GUID, nobody told.
+    let again = format!(
+        "<ABGroupContactAdd>{}{}</ABGroupContactAdd>",
+        filter(friends),
+        contact_id(eve_row.guid)
+    );
+    let r = ab("ABGroupContactAdd", again).await;
+    assert_eq!(
+        success(&r, "ABGroupContactAdd").text_of(&["ABGroupContactAddResult", "guid"]),
+        made
+    );
+    nothing_for(&mut eve);
+
+    // Out of a group twice: the second time it is already so.
+    let out_of_work = format!(
+        "<ABGroupContactDelete>{}{}</ABGroupContactDelete>",
+        filter(work),
+        contact_id(id_of(&s.alice))
+    );
+    for _ in 0..2 {
+        success(
+            &ab("ABGroupContactDelete", out_of_work.clone()).await,
+            "ABGroupContactDelete",
+        );
+    }
+    let work_no = roster.group(GroupRef::Guid(work)).unwrap().number;
+    let alice_row = s
+        .bob_roster()
+        .await
+        .contact(&s.alice.email)
+        .unwrap()
+        .clone();
+    assert!(!alice_row.groups.contains(&work_no) && alice_row.lists.contains(List::Forward));
+    nothing_for(&mut alice);
+    nothing_for(&mut carol);
 }
 
 // ---------------------------------------------------------------- storage
