@@ -238,6 +238,21 @@ fn check_composition(settings: &Settings) -> anyhow::Result<()> {
             settings.target
         );
     }
+    // The address book tells signed-in users what its SOAP edits and offline messages mean
+    // for them on the bus; only Redis carries that to a gateway in another process.
+    let book = roles.has(Role::AddressBook);
+    if book && !ns && settings.redis_url.is_none() {
+        bail!(
+            "--target {}: the address book tells the gateways' users about address-book edits and offline messages through Redis; give --redis-url (the one the gateways use)",
+            settings.target
+        );
+    }
+    if ns && !book && settings.addressbook_url.is_some() && settings.redis_url.is_none() {
+        bail!(
+            "--target {}: the address book at --addressbook-url tells this gateway's users about address-book edits and offline messages through Redis; give --redis-url (the one the address book uses)",
+            settings.target
+        );
+    }
     if !roles.is_all() && settings.ticket_secret.is_none() {
         bail!(
             "--target {}: roles in separate processes verify each other's tickets; give every process the same --ticket-secret",
@@ -284,19 +299,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             }
         };
     // Gateways and switchboards use the bus; the address book publishes what its SOAP
-    // edits mean for signed-in users ("added you", privacy changes).
+    // edits mean for signed-in users ("added you", privacy changes) and offline messages
+    // (on Redis unless a gateway shares its process: check_composition).
     let uses_bus =
         roles.has(Role::NsGateway) || roles.has(Role::Switchboard) || roles.has(Role::AddressBook);
-    if roles.has(Role::AddressBook)
-        && !roles.has(Role::NsGateway)
-        && settings.redis_url.is_none()
-        && !settings.is_embedded()
-    {
-        tracing::warn!(
-            "the address book runs without --redis-url: its SOAP edits will not reach \
-             signed-in users until they sign in again"
-        );
-    }
     let redis_config = settings
         .redis_url
         .as_ref()

@@ -151,7 +151,7 @@ fn role_compositions_that_cannot_work_are_refused_clearly() {
     let dir = dir_arg(&d);
     let secret = "0123456789abcdef0123456789abcdef";
     let listen = ["--ns-listen", "127.0.0.1:0", "--sb-listen", "127.0.0.1:0"];
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--target", "gateway"], "unknown role 'gateway'"),
         (&["--target", "ns-gateway"], "give --redis-url"),
         (
@@ -173,6 +173,28 @@ fn role_compositions_that_cannot_work_are_refused_clearly() {
                 secret,
             ],
             "needs --addressbook-url",
+        ),
+        // The address book's edits reach users of gateways elsewhere only through Redis,
+        // from either side.
+        (
+            &[
+                "--target",
+                "addressbook,passport",
+                "--ticket-secret",
+                secret,
+            ],
+            "give --redis-url (the one the gateways use)",
+        ),
+        (
+            &[
+                "--target",
+                "ns-gateway,switchboard",
+                "--ticket-secret",
+                secret,
+                "--addressbook-url",
+                "http://127.0.0.1:1",
+            ],
+            "give --redis-url (the one the address book uses)",
         ),
         // Nothing listens on port 1: the bus cannot start, and says where it looked.
         (

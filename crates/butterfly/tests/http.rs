@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use butterfly::{Roles, Settings};
 use butterfly_core::account::Email;
 use butterfly_core::tickets::{JwtTickets, Service, Tickets};
-use butterfly_testkit::{TIMEOUT, TestCluster, http};
+use butterfly_testkit::{Services, TIMEOUT, TestCluster, delete_prefix, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -105,18 +105,26 @@ async fn the_embedded_server_serves_passport_and_the_address_book_on_one_address
 }
 
 /// The composition `deploy/local/run-cluster.sh` uses: Passport and the address book in
-/// one process (gRPC for the other roles, HTTP for clients).
+/// one process (gRPC for the other roles, HTTP for clients, Redis to tell the gateways'
+/// users about edits).
 #[tokio::test]
 async fn passport_and_addressbook_share_one_http_listener() {
+    let Some(services) = Services::find("passport_and_addressbook_share_one_http_listener").await
+    else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!(
         "butterfly-http-{}-{:08x}",
         std::process::id(),
         rand::random::<u32>()
     ));
+    let prefix = format!("bft{:08x}:", rand::random::<u32>());
     let mut settings = Settings::for_test(&dir);
     settings.target = "passport,addressbook".into();
     settings.roles = Roles::parse(&settings.target).unwrap();
     settings.ticket_secret = Some(SECRET.into());
+    settings.redis_url = Some(services.redis_url.clone());
+    settings.redis_prefix = prefix.clone();
     let running = butterfly::start(&settings).await.expect("start");
     assert!(running.ns.is_none() && running.sb.is_none());
     assert!(
@@ -137,5 +145,6 @@ async fn passport_and_addressbook_share_one_http_listener() {
         .unwrap();
     check_http(http, &contacts_ticket(alice.id.0, "alice@example.com")).await;
     assert!(running.shutdown(std::time::Duration::from_secs(5)).await);
+    delete_prefix(&services.redis_url, &prefix).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

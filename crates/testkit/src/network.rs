@@ -158,7 +158,8 @@ impl Network {
                     &addressbook_db,
                     "--grpc-listen",
                     "127.0.0.1:0",
-                    // Its SOAP services (not used by these tests yet).
+                    // Its SOAP services; the Redis every process gets carries what
+                    // their edits mean to the gateways' users.
                     "--http-listen",
                     "127.0.0.1:0",
                 ],
