@@ -672,7 +672,8 @@ async fn wlm2009_chats_name_each_machine() {
 /// Contact management through the address book, as WLM 2009 does it: ABContactAdd puts
 /// users on the list and they are told in their own dialect's form (MSNP12 `ADC 0 RL`,
 /// MSNP18 `ADL 0` with the reverse-list bit); AddMember Block hides the blocker from the
-/// blocked user (FLN).
+/// blocked user (FLN); a group made, filled, renamed and deleted shows so in
+/// ABFindContactsPaged each time.
 #[tokio::test]
 async fn soap_edits_reach_the_users_they_concern() {
     let cluster = TestCluster::start().await;
@@ -688,14 +689,16 @@ async fn soap_edits_reach_the_users_they_concern() {
     chg(&mut bob, "NLN").await;
     let ticket = alice.token("contacts.msn.com").ticket.clone();
     let http = cluster.http_addr();
+    let mut contact_ids = Vec::new();
     for who in ["bob", "carol"] {
         let add = format!(
             "<ABContactAdd xmlns=\"http://www.msn.com/webservices/AddressBook\"><abId>00000000-0000-0000-0000-000000000000</abId><contacts><Contact><contactInfo><contactType>LivePending</contactType><passportName>{who}@example.com</passportName><isMessengerUser>true</isMessengerUser></contactInfo></Contact></contacts><options><EnableAllowListManagement>true</EnableAllowListManagement></options></ABContactAdd>"
         );
         let (status, body) = soap::call(http, Service::AddressBook, &ticket, &add).await;
         assert_eq!(status, 200, "{body}");
-        assert!(soap::text_of(&body, "guid").is_some(), "{body}");
+        contact_ids.push(soap::text_of(&body, "guid").expect(&body));
     }
+    let carol_id = contact_ids[1].clone();
     assert_eq!(
         bob.next_line().await,
         "ADC 0 RL N=alice@example.com F=Alice"
@@ -735,4 +738,52 @@ async fn soap_edits_reach_the_users_they_concern() {
     let (status, body) = soap::call(http, Service::Sharing, &ticket, block).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(bob.next_line().await, "FLN alice@example.com");
+
+    // A group: made, Carol put in it, renamed, deleted — each step in the address book
+    // the client loads.
+    let ab = async |action: String| {
+        let (status, body) = soap::call(http, Service::AddressBook, &ticket, &action).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let book = async || ab(soap::AB_FIND_CONTACTS_PAGED.to_owned()).await;
+    let ns = "xmlns=\"http://www.msn.com/webservices/AddressBook\"";
+    let made = ab(format!("<ABGroupAdd {ns}><groupAddOptions><fRenameOnMsgrConflict>false</fRenameOnMsgrConflict></groupAddOptions><groupInfo><GroupInfo><name>Buddies</name><groupType>C8529CE2-6EAD-434d-881F-341E17DB3FF8</groupType><fMessenger>false</fMessenger><annotations><Annotation><Name>MSN.IM.Display</Name><Value>1</Value></Annotation></annotations></GroupInfo></groupInfo></ABGroupAdd>")).await;
+    let group = soap::text_of(&made, "guid").expect(&made);
+    let filter = format!("<groupFilter><groupIds><guid>{group}</guid></groupIds></groupFilter>");
+    let added = ab(format!("<ABGroupContactAdd {ns}>{filter}<contacts><Contact><contactId>{carol_id}</contactId></Contact></contacts></ABGroupContactAdd>")).await;
+    assert_eq!(soap::text_of(&added, "guid"), Some(carol_id.clone()));
+    let b = book().await;
+    let g = element_with(&b, "Group", &format!("<groupId>{group}</groupId>")).expect(&b);
+    assert!(g.contains("<name>Buddies</name>"), "{g}");
+    let c = element_with(&b, "Contact", &format!("<contactId>{carol_id}</contactId>")).expect(&b);
+    assert!(
+        c.contains(&format!("<groupIds><guid>{group}</guid></groupIds>")),
+        "{c}"
+    );
+    ab(format!("<ABGroupUpdate {ns}><groups><Group><groupId>{group}</groupId><groupInfo><name>Old friends</name></groupInfo><propertiesChanged>GroupName</propertiesChanged></Group></groups></ABGroupUpdate>")).await;
+    let b = book().await;
+    let g = element_with(&b, "Group", &format!("<groupId>{group}</groupId>")).expect(&b);
+    assert!(g.contains("<name>Old friends</name>"), "{g}");
+    assert!(!b.contains("Buddies"), "{b}");
+    ab(format!("<ABGroupDelete {ns}>{filter}</ABGroupDelete>")).await;
+    let b = book().await;
+    assert!(!b.contains(&group), "{b}");
+    // Carol stays on the list, in no group.
+    let c = element_with(&b, "Contact", &format!("<contactId>{carol_id}</contactId>")).expect(&b);
+    assert!(!c.contains("<groupIds>"), "{c}");
+}
+
+/// The first `<tag>…</tag>` element of `xml` that contains `inner`.
+fn element_with<'a>(xml: &'a str, tag: &str, inner: &str) -> Option<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let end = start + rest[start..].find(&close)? + close.len();
+        if rest[start..end].contains(inner) {
+            return Some(&rest[start..end]);
+        }
+        rest = &rest[end..];
+    }
+    None
 }
