@@ -496,7 +496,8 @@ async fn a_redis_cluster_node_restart_loses_no_presence() {
 /// Windows Live Messenger users on different gateways: sign-in through the token
 /// service (Passport's process) and `USR SSO`, lists edited with `ADL` and read back from
 /// the address book's SOAP service (its own process), the "added you" push, presence and
-/// `UUN` across gateways.
+/// `UUN` across gateways, and a block over SOAP reaching the blocked user's gateway
+/// (through Redis) as `FLN`.
 #[tokio::test]
 async fn wlm_users_on_different_gateways() {
     let Some(net) = network("WLM across gateways", NetworkOptions::default()).await else {
@@ -570,6 +571,21 @@ async fn wlm_users_on_different_gateways() {
         ubn.args[..2],
         ["alice@example.com".to_owned(), "1".to_owned()]
     );
+
+    // Alice blocks Bob through the address book's process: his gateway hears it.
+    let block = "<AddMember xmlns=\"http://www.msn.com/webservices/AddressBook\"><serviceHandle><Id>0</Id><Type>Messenger</Type><ForeignId></ForeignId></serviceHandle><memberships><Membership><MemberRole>Block</MemberRole><Members><Member xsi:type=\"PassportMember\"><Type>Passport</Type><State>Accepted</State><PassportName>bob@example.com</PassportName></Member></Members></Membership></memberships></AddMember>";
+    let (status, body) = butterfly_testkit::soap::call(
+        net.addressbook.addr("http"),
+        butterfly_testkit::soap::Service::Sharing,
+        &ticket,
+        block,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    expect_line(&mut bob, "Alice offline", TIMEOUT, |l| {
+        l == "FLN alice@example.com 1 0"
+    })
+    .await;
 }
 
 /// Wait, bounded, for `pred` on a line from `c`; lines before it are skipped.
