@@ -47,6 +47,9 @@ pub enum UserEvent {
     },
     /// `peer` changed how they treat me (AL/BL/BLP); re-decide whether I see them.
     PeerViewChanged { peer: Email, view: PeerView },
+    /// My own lists or settings were edited by another service (the address book's SOAP
+    /// edits): read them again, and watch whoever is on my forward list now.
+    ListsChanged,
     /// An invitation to a switchboard session.
     Ring {
         session_id: u32,

@@ -1,6 +1,6 @@
 //! One client connection: the state machine from VER to OUT.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1203,6 +1203,7 @@ impl<S: Stream> Session<S> {
                     self.refresh(peer, None);
                 }
             }
+            Event::User(UserEvent::ListsChanged) => self.lists_changed().await,
             Event::User(UserEvent::ReverseList {
                 from,
                 friendly_name,
@@ -1686,6 +1687,36 @@ impl<S: Stream> Session<S> {
             );
         }
         self.refresh(email, None);
+    }
+
+    /// My lists were edited over SOAP (`UserEvent::ListsChanged`): read them again, and
+    /// watch whoever came onto my forward list, stop watching whoever left it — what my
+    /// own list command would have done.
+    async fn lists_changed(&mut self) {
+        let Ok(roster) = self.deps.store.roster(self.me().id).await else {
+            return;
+        };
+        self.me_mut().roster = roster;
+        let me = self.me();
+        let forward: HashSet<Email> = me
+            .roster
+            .on_list(List::Forward)
+            .map(|c| c.email.clone())
+            .collect();
+        let left: Vec<Email> = me
+            .watched
+            .keys()
+            .filter(|e| !forward.contains(e))
+            .cloned()
+            .collect();
+        for email in &left {
+            self.unwatch_contact(email).await;
+        }
+        for email in &forward {
+            if !self.me().watched.contains_key(email) {
+                self.watch_contact(email).await;
+            }
+        }
     }
 
     async fn unwatch_contact(&mut self, email: &Email) {
