@@ -671,7 +671,8 @@ async fn wlm2009_chats_name_each_machine() {
 
 /// Contact management through the address book, as WLM 2009 does it: ABContactAdd puts
 /// users on the list and they are told in their own dialect's form (MSNP12 `ADC 0 RL`,
-/// MSNP18 `ADL 0` with the reverse-list bit); AddMember Block hides the blocker from the
+/// MSNP18 `ADL 0` with the reverse-list bit), and the adder's session starts showing their
+/// presence; AddMember Block hides the blocker from the
 /// blocked user (FLN); a group made, filled, renamed and deleted shows so in
 /// ABFindContactsPaged each time.
 #[tokio::test]
@@ -699,6 +700,8 @@ async fn soap_edits_reach_the_users_they_concern() {
         contact_ids.push(soap::text_of(&body, "guid").expect(&body));
     }
     let carol_id = contact_ids[1].clone();
+    // Alice's own session now watches them: Bob is online (Carol has not said her status).
+    assert_eq!(alice.next_line().await, bob_nln(18, "NLN"));
     assert_eq!(
         bob.next_line().await,
         "ADC 0 RL N=alice@example.com F=Alice"

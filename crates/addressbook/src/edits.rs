@@ -9,8 +9,10 @@
 //! `UserDoesNotExist`, `MemberDoesNotExist`, `ContactDoesNotExist`, `GroupAlreadyExists`,
 //! `GroupDoesNotExist`, `BadArgumentLength`), HTTP 500 like every fault.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use butterfly_core::account::{Account, Email};
-use butterfly_core::bus;
+use butterfly_core::bus::{self, UserEvent};
 use butterfly_core::ids::{self, Role};
 use butterfly_core::lists::{
     ContactRef, EditOutcome, GroupRef, Gtc, List, ListError, ListOp, Privacy,
@@ -85,14 +87,30 @@ fn guid(text: Option<&str>) -> Option<Uuid> {
 /// confused with it (the official service refused it as existing).
 const NO_GROUP: &str = "(No Group)";
 
-/// Carry out `edit` for `owner`. Durable before it returns; announced after.
+/// Carry out `edit` for `owner`. Durable before it returns; announced after. The owner's
+/// own sessions are told their lists changed (once, after every applied part, even when a
+/// later part is refused), so the NS watches whoever came onto the forward list.
 pub(crate) async fn apply(
     deps: &Deps,
     owner: &Account,
     edit: Edit,
     body: &Element,
 ) -> Result<Answer, Fault> {
-    let run = Run { deps, owner, edit };
+    let run = Run {
+        deps,
+        owner,
+        edit,
+        changed: AtomicBool::new(false),
+    };
+    let result = apply_parts(&run, body).await;
+    if run.changed.load(Ordering::Relaxed) {
+        deps.bus.send(&owner.email, UserEvent::ListsChanged).await;
+    }
+    result
+}
+
+async fn apply_parts(run: &Run<'_>, body: &Element) -> Result<Answer, Fault> {
+    let edit = run.edit;
     let answer = match edit {
         Edit::AddMember | Edit::DeleteMember => {
             let add = edit == Edit::AddMember;
@@ -259,6 +277,8 @@ struct Run<'a> {
     deps: &'a Deps,
     owner: &'a Account,
     edit: Edit,
+    /// Whether any part was applied (not refused, not already so).
+    changed: AtomicBool,
 }
 
 impl Run<'_> {
@@ -302,6 +322,7 @@ impl Run<'_> {
             }
             Err(e) => return Ok(Err(e)),
         };
+        self.changed.store(true, Ordering::Relaxed);
         // The roster after the edit: what the people it concerns are told.
         match store.roster(self.owner.id).await {
             Ok(roster) => {

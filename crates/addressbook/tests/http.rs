@@ -1505,9 +1505,12 @@ fn membership_id(who: &Account, role: Role) -> String {
 /// do not exist get the faults the official service sent.
 #[tokio::test]
 async fn membership_edits_tell_the_member_and_refuse_what_does_not_exist() {
+    use butterfly_core::bus::{Event, UserEvent};
     let s = start().await;
     let t = s.bob_ticket();
     let mut eve = session_of(&s, &s.eve.email).await;
+    // Bob's own session: told once per request that changed his lists.
+    let mut bob = session_of(&s, &s.bob.email).await;
     let sharing = async |action: &str, role: &str, member: &str| {
         let body = membership_edit(action, role, member);
         post(
@@ -1531,8 +1534,13 @@ async fn membership_edits_tell_the_member_and_refuse_what_does_not_exist() {
     success(&sharing("AddMember", "Allow", &eve_name).await, "AddMember");
     assert!(eve_lists().await.contains(List::Allow));
     assert!(view_told(&s, &mut eve).await.lets_me_see());
+    assert_eq!(
+        next_event(&mut bob).await,
+        Event::User(UserEvent::ListsChanged)
+    );
     success(&sharing("AddMember", "Allow", &eve_name).await, "AddMember");
     nothing_for(&mut eve);
+    nothing_for(&mut bob);
 
     // Blocked while allowed: moved, and she no longer sees him.
     success(&sharing("AddMember", "Block", &eve_name).await, "AddMember");
@@ -1607,6 +1615,14 @@ async fn membership_edits_tell_the_member_and_refuse_what_does_not_exist() {
     fault(&sharing("AddMember", "Hidden", &eve_name).await, 500, None);
     assert_eq!(eve_lists().await, before);
     nothing_for(&mut eve);
+    // The block (one request, two list edits) told Bob once, the unblock once.
+    for _ in 0..2 {
+        assert_eq!(
+            next_event(&mut bob).await,
+            Event::User(UserEvent::ListsChanged)
+        );
+    }
+    nothing_for(&mut bob);
 }
 
 /// The contact and group edits' other paths: removal told to the contact, nicknames, the
