@@ -23,7 +23,8 @@
 //!
 //! **Edits** (`edits.rs`): `AddMember`/`DeleteMember`, `ABContact*`, `ABGroup*` become
 //! `ListOp`s through `Store::edit` and are announced with `bus::announce_edit`, as the
-//! NS's own list commands are. Repeating an edit is success (WLM retries, and mirrors every
+//! NS's own list commands are; the owner's own sessions get `UserEvent::ListsChanged`, so
+//! the NS watches whoever came onto the forward list. Repeating an edit is success (WLM retries, and mirrors every
 //! edit with `ADL`/`RML`); refusals are faults with the errorcodes and texts of the
 //! official service. Pending is derived (on RL, neither allowed nor blocked), so
 //! `DeleteMember Pending` — like anything for the Reverse role — is accepted and changes
