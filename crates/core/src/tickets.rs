@@ -160,11 +160,20 @@ impl JwtTickets {
     /// The shard is in the MAC, not in the cookie: the shard checking it knows its own
     /// address, and the cookie stays short.
     fn sb_mac(&self, user: &Email, sid: u32, exp: u64, role: char, shard: &str) -> String {
+        let text = format!("{AUD_SB}\n{user}\n{sid}\n{exp}\n{role}\n{shard}");
+        hex::encode(&self.mac(&[text.as_bytes()])[..12])
+    }
+
+    /// HMAC-SHA256 with the ticket key over `parts`. Each use starts its parts with its
+    /// own label, so one use's MAC is never valid as another's.
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
             .expect("HMAC takes any key length");
-        mac.update(format!("{AUD_SB}\n{user}\n{sid}\n{exp}\n{role}\n{shard}").as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..12])
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
     }
 
     fn encode<T: Serialize>(&self, claims: &T) -> String {
@@ -223,34 +232,18 @@ impl Tickets for JwtTickets {
     }
 
     fn binary_secret(&self, token: &str) -> [u8; 24] {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
-            .expect("HMAC takes any key length");
-        mac.update(b"mbi\0");
-        mac.update(token.as_bytes());
         let mut secret = [0u8; 24];
-        secret.copy_from_slice(&mac.finalize().into_bytes()[..24]);
+        secret.copy_from_slice(&self.mac(&[b"mbi\0", token.as_bytes()])[..24]);
         secret
     }
 
     fn circle_signature(&self, data: &str) -> String {
         use base64::Engine as _;
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
-            .expect("HMAC takes any key length");
-        mac.update(b"circle\0");
-        mac.update(data.as_bytes());
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        base64::engine::general_purpose::STANDARD.encode(self.mac(&[b"circle\0", data.as_bytes()]))
     }
 
     fn oim_lock_challenge(&self, user: UserId, day: u64) -> String {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.mac_key)
-            .expect("HMAC takes any key length");
-        mac.update(b"oim-lock\0");
-        mac.update(&user.0.to_be_bytes());
-        mac.update(&day.to_be_bytes());
-        let digest = mac.finalize().into_bytes();
+        let digest = self.mac(&[b"oim-lock\0", &user.0.to_be_bytes(), &day.to_be_bytes()]);
         let mut n = [0u8; 8];
         n.copy_from_slice(&digest[..8]);
         // Ten digits, never with a leading zero (clients hash the text).
