@@ -45,7 +45,7 @@ pub const RSI_PATH: &str = "/rsi/rsi.asmx";
 /// The namespace of the OIM store service, for both actions (MSNPSharp reads
 /// `StoreResponse` there; clients find the fault detail there).
 const OIM_NS: &str = "http://messenger.msn.com/ws/2004/09/oim/";
-const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+use crate::soap::SOAP_ENV_NS;
 const RM_NS: &str = "http://schemas.xmlsoap.org/ws/2003/03/rm";
 const WSU_NS: &str = "http://schemas.xmlsoap.org/ws/2002/07/utility";
 

@@ -24,7 +24,7 @@ use crate::soap::xml_response;
 use crate::xml::escape_into;
 
 const RSI_NS: &str = "http://www.hotmail.msn.com/ws/2004/09/oim/rsi";
-const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+use crate::soap::SOAP_ENV_NS;
 
 /// Why a request was refused; all are answered alike, the kind is for the log.
 #[derive(Debug)]
