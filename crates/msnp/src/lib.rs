@@ -6,6 +6,7 @@
 //! - [`dialect`]: the MSNP2–MSNP18 version table and what changes between versions.
 //! - [`auth`]: MD5 login hash, CHL/QRY challenge algorithms, the SSO MBI blob.
 //! - [`ml`]: the `<ml>` contact documents of ADL/RML/FQY (MSNP13+).
+//! - [`mpop`]: the machine documents of MSNP16+ multiple points of presence.
 //! - [`error`]: MSNP numeric error codes.
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod dialect;
 pub mod error;
 pub mod frame;
 pub mod ml;
+pub mod mpop;
 pub mod oim;
 pub mod reply;
 pub mod text;
