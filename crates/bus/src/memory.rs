@@ -50,8 +50,10 @@ pub struct MemoryBus {
 #[derive(Debug, Default)]
 struct State {
     fanout: LocalFanout,
-    /// The presence each session last published. A detached session has no entry.
-    presences: HashMap<SessionId, Arc<Presence>>,
+    /// The presence each session last published, with the publish's sequence number (the
+    /// user's presence is the newest). A detached session has no entry.
+    presences: HashMap<SessionId, (u64, Arc<Presence>)>,
+    next_publish: u64,
 }
 
 /// Counts, so tests and metrics can check that nothing leaks.
@@ -69,34 +71,49 @@ struct Fanout {
 }
 
 impl State {
-    /// The user's effective presence: the presence of their most recently attached session
-    /// that has one. This is the fencing rule. An older session can publish, but what it
-    /// publishes shows only once every newer session has none.
+    /// The user's presence: the one published last by any of their live sessions (a user
+    /// may be signed in on several machines, MSNP16+). When that session leaves, the most
+    /// recent remaining one's shows; an old session closing cannot hide a newer one.
     fn effective(&self, user: &Email) -> Option<&Arc<Presence>> {
         self.fanout
             .sessions_of(user)
             .iter()
-            .rev()
-            .find_map(|s| self.presences.get(s))
+            .filter_map(|s| self.presences.get(s))
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, p)| p)
     }
 
-    /// Apply `change` to `user`'s state. If the effective presence changed, return the
-    /// event and its targets.
-    fn changing(&mut self, user: &Email, change: impl FnOnce(&mut Self)) -> Option<Fanout> {
+    /// Apply `change` to `session`'s state (its user is `user`). Returns the deliveries:
+    /// the new presence to the watchers if the user's presence changed, and
+    /// [`UserEvent::EndpointsChanged`] to the user's other sessions, if any.
+    fn changing(
+        &mut self,
+        user: &Email,
+        session: SessionId,
+        change: impl FnOnce(&mut Self),
+    ) -> Vec<Fanout> {
         let before = self.effective(user).cloned();
         change(self);
+        let mut out = Vec::new();
         let after = self.effective(user);
-        if before.as_ref() == after {
-            return None;
+        if before.as_ref() != after {
+            out.push(Fanout {
+                sinks: self.fanout.watcher_sinks(user),
+                event: Event::Presence {
+                    user: user.clone(),
+                    presence: after.cloned(),
+                },
+            });
         }
-        let event = Event::Presence {
-            user: user.clone(),
-            presence: after.cloned(),
-        };
-        Some(Fanout {
-            sinks: self.fanout.watcher_sinks(user),
-            event,
-        })
+        let mut siblings = self.fanout.user_sinks(user);
+        siblings.retain(|sink| sink.session() != session);
+        if !siblings.is_empty() {
+            out.push(Fanout {
+                sinks: siblings,
+                event: Event::User(UserEvent::EndpointsChanged { session }),
+            });
+        }
+        out
     }
 }
 
@@ -145,15 +162,15 @@ impl MemoryBus {
         // before `%` keeps the stripes uniform.
         let stripe = self.stripe_hasher.hash_one(&user) as usize % self.order.len();
         let _ordered = self.order[stripe].lock().await;
-        let fanout = {
+        let fanouts = {
             let mut state = self.state();
             // A session's user never changes, so this only checks that it is still attached.
             if state.fanout.user_of(session).is_none() {
                 return;
             }
-            state.changing(&user, change)
+            state.changing(&user, session, change)
         };
-        if let Some(Fanout { sinks, event }) = fanout {
+        for Fanout { sinks, event } in fanouts {
             deliver(&sinks, event);
         }
     }
@@ -187,7 +204,9 @@ impl Bus for MemoryBus {
     async fn publish_presence(&self, session: SessionId, presence: Option<Presence>) {
         self.presence_change(session, |state| match presence {
             Some(p) => {
-                state.presences.insert(session, Arc::new(p));
+                state.next_publish += 1;
+                let seq = state.next_publish;
+                state.presences.insert(session, (seq, Arc::new(p)));
             }
             None => {
                 state.presences.remove(&session);
@@ -201,6 +220,16 @@ impl Bus for MemoryBus {
         users
             .iter()
             .filter_map(|u| state.effective(u).map(|p| (u.clone(), p.clone())))
+            .collect()
+    }
+
+    async fn endpoints(&self, user: &Email) -> Vec<Arc<Presence>> {
+        let state = self.state();
+        let mut sessions = state.fanout.sessions_of(user).to_vec();
+        sessions.sort_unstable();
+        sessions
+            .iter()
+            .filter_map(|s| state.presences.get(s).map(|(_, p)| p.clone()))
             .collect()
     }
 

@@ -26,6 +26,7 @@ fn presence(status: Status, name: &str) -> Presence {
         msnobj: None,
         personal: None,
         dialect: 12,
+        endpoint: None,
     }
 }
 
@@ -159,54 +160,75 @@ async fn detach_publishes_offline_to_watchers() {
 }
 
 #[tokio::test]
-async fn an_older_session_cannot_override_a_newer_one() {
+async fn the_presence_published_last_shows_and_falls_back_when_its_session_leaves() {
     let bus = MemoryBus::new();
     let mut bob = attach(&bus, "bob@x.com").await;
     bus.watch(bob.id, &[email("alice@x.com")]).await;
-    let old = attach(&bus, "alice@x.com").await;
+    let mut old = attach(&bus, "alice@x.com").await;
     bus.publish_presence(old.id, Some(online("old"))).await;
     bob.expect_presence("alice@x.com", Some(online("old")))
         .await;
 
-    let new = attach(&bus, "alice@x.com").await;
+    let mut new = attach(&bus, "alice@x.com").await;
     bus.publish_presence(new.id, Some(online("new"))).await;
     bob.expect_presence("alice@x.com", Some(online("new")))
         .await;
+    let changed = |session| Event::User(UserEvent::EndpointsChanged { session });
+    assert_eq!(old.next().await, changed(new.id));
 
-    // The old session signs out, publishes again, and goes away: watchers see nothing new.
-    bus.publish_presence(old.id, None).await;
-    bob.assert_quiet();
-    bus.publish_presence(old.id, Some(presence(Status::Away, "old")))
-        .await;
-    bob.assert_quiet();
+    // Either machine may change the account's presence (MSNP16+ sign-ins on several).
+    let away = presence(Status::Away, "old");
+    bus.publish_presence(old.id, Some(away.clone())).await;
+    bob.expect_presence("alice@x.com", Some(away.clone())).await;
+    assert_eq!(new.next().await, changed(old.id));
+    assert_eq!(
+        bus.endpoints(&email("alice@x.com")).await,
+        vec![Arc::new(away), Arc::new(online("new"))],
+        "every machine's presence, oldest session first"
+    );
+
+    // The one that published last leaves: the other's shows again.
     bus.detach(old.id).await;
-    bob.assert_quiet();
+    bob.expect_presence("alice@x.com", Some(online("new")))
+        .await;
+    assert_eq!(new.next().await, changed(old.id));
     assert_eq!(
         bus.presence(&[email("alice@x.com")]).await,
         vec![(email("alice@x.com"), Arc::new(online("new")))]
     );
 
+    // Alone now: nobody to tell about its own changes.
+    bus.publish_presence(new.id, Some(online("new again")))
+        .await;
+    bob.expect_presence("alice@x.com", Some(online("new again")))
+        .await;
     bus.detach(new.id).await;
     bob.expect_presence("alice@x.com", None).await;
+    new.assert_quiet();
+    old.assert_quiet();
 }
 
 #[tokio::test]
-async fn an_older_session_shows_again_when_the_newer_one_signs_out() {
+async fn an_older_session_closing_does_not_hide_a_newer_one() {
     let bus = MemoryBus::new();
     let mut bob = attach(&bus, "bob@x.com").await;
     bus.watch(bob.id, &[email("alice@x.com")]).await;
     let old = attach(&bus, "alice@x.com").await;
-    let new = attach(&bus, "alice@x.com").await;
     bus.publish_presence(old.id, Some(online("old"))).await;
     bob.expect_presence("alice@x.com", Some(online("old")))
         .await;
+    let new = attach(&bus, "alice@x.com").await;
     bus.publish_presence(new.id, Some(online("new"))).await;
     bob.expect_presence("alice@x.com", Some(online("new")))
         .await;
 
-    bus.publish_presence(new.id, None).await;
-    bob.expect_presence("alice@x.com", Some(online("old")))
-        .await;
+    // The replaced sign-in signs out and goes away: watchers see nothing new.
+    bus.publish_presence(old.id, None).await;
+    bus.detach(old.id).await;
+    bob.assert_quiet();
+    assert!(bus.endpoints(&email("alice@x.com")).await.len() == 1);
+    bus.detach(new.id).await;
+    bob.expect_presence("alice@x.com", None).await;
 }
 
 #[tokio::test]
@@ -262,7 +284,10 @@ async fn send_reaches_every_session_of_the_user() {
     let mut a1 = attach(&bus, "alice@x.com").await;
     let mut a2 = attach(&bus, "alice@x.com").await;
     let mut bob = attach(&bus, "bob@x.com").await;
-    let event = UserEvent::SignedInElsewhere { session: a2.id };
+    let event = UserEvent::SignedInElsewhere {
+        session: a2.id,
+        endpoint: None,
+    };
 
     assert_eq!(bus.send(&email("alice@x.com"), event.clone()).await, 2);
     assert_eq!(a1.next().await, Event::User(event.clone()));

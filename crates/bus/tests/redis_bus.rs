@@ -168,6 +168,7 @@ fn presence(status: Status, name: &str) -> Presence {
         msnobj: None,
         personal: None,
         dialect: 12,
+        endpoint: None,
     }
 }
 
@@ -284,6 +285,7 @@ async fn fan_out_between_gateways(sharded: bool) {
         sb_address: "127.0.0.1:1864".into(),
         inviter: email("alice@x.com"),
         inviter_friendly: "Alice".into(),
+        inviter_endpoint: None,
     };
     assert_eq!(a.send(&email("bob@x.com"), ring.clone()).await, 1);
     bob.expect(Event::User(ring.clone())).await;
@@ -353,7 +355,10 @@ async fn signed_in_elsewhere_reaches_the_older_session_on_the_other_gateway() {
     let mut new = attach(&b, "alice@x.com").await;
     assert!(new.id > old.id, "session ids increase across gateways");
     // What the NS does right after attach.
-    let event = UserEvent::SignedInElsewhere { session: new.id };
+    let event = UserEvent::SignedInElsewhere {
+        session: new.id,
+        endpoint: None,
+    };
     assert_eq!(b.send(&email("alice@x.com"), event.clone()).await, 2);
     old.expect(Event::User(event.clone())).await;
 
@@ -373,45 +378,70 @@ async fn signed_in_elsewhere_reaches_the_older_session_on_the_other_gateway() {
 }
 
 #[tokio::test]
-async fn an_older_session_cannot_clobber_a_newer_one() {
+async fn sessions_of_one_user_on_two_gateways_share_its_presence() {
     let Some(redis) = test_redis().await else {
         return;
     };
     let a = gateway(&redis, LEASE, false).await;
     let b = gateway(&redis, LEASE, false).await;
     let mut bob = attach(&b, "bob@x.com").await;
-    let carol = attach(&b, "carol@x.com").await;
-    b.watch(bob.id, &[email("alice@x.com"), email("carol@x.com")])
-        .await;
+    b.watch(bob.id, &[email("alice@x.com")]).await;
 
-    let old = attach(&a, "alice@x.com").await;
+    let mut old = attach(&a, "alice@x.com").await;
     a.publish_presence(old.id, Some(online("old"))).await;
     bob.expect(pres_event("alice@x.com", Some(online("old"))))
         .await;
 
-    let new = attach(&b, "alice@x.com").await;
+    let mut new = attach(&b, "alice@x.com").await;
     b.publish_presence(new.id, Some(online("new"))).await;
     bob.expect(pres_event("alice@x.com", Some(online("new"))))
         .await;
+    let changed = |session| Event::User(UserEvent::EndpointsChanged { session });
+    old.expect(changed(new.id)).await;
 
-    // The old session publishes, signs out and detaches: all fenced off.
-    a.publish_presence(old.id, Some(presence(Status::Away, "old")))
+    // Either machine may change the account's presence (MSNP16+ sign-ins on several).
+    let away = presence(Status::Away, "old");
+    a.publish_presence(old.id, Some(away.clone())).await;
+    bob.expect(pres_event("alice@x.com", Some(away.clone())))
         .await;
-    a.publish_presence(old.id, None).await;
-    a.detach(old.id).await;
-    b.publish_presence(carol.id, Some(online("Carol"))).await;
-    bob.expect(pres_event("carol@x.com", Some(online("Carol"))))
-        .await;
-    bob.assert_empty();
+    new.expect(changed(old.id)).await;
     assert_eq!(
-        b.presence(&[email("alice@x.com")]).await,
-        vec![(email("alice@x.com"), Arc::new(online("new")))]
+        b.endpoints(&email("alice@x.com")).await,
+        vec![Arc::new(away), Arc::new(online("new"))],
+        "every machine's presence, oldest session first"
     );
 
-    // The newer session's own detach does clear it.
+    // The one that published last leaves: the other's shows again.
+    a.detach(old.id).await;
+    bob.expect(pres_event("alice@x.com", Some(online("new"))))
+        .await;
+    new.expect(changed(old.id)).await;
+    assert_eq!(
+        a.presence(&[email("alice@x.com")]).await,
+        vec![(email("alice@x.com"), Arc::new(online("new")))]
+    );
+    assert_eq!(a.endpoints(&email("alice@x.com")).await.len(), 1);
+
+    // A replaced sign-in that clears its presence and leaves changes nothing for watchers.
+    let mut replaced = attach(&a, "alice@x.com").await;
+    a.publish_presence(replaced.id, None).await;
+    a.detach(replaced.id).await;
+    new.expect(changed(replaced.id)).await;
+    replaced.assert_empty();
+
+    // The last one leaves: offline, and nothing is left behind.
     b.detach(new.id).await;
     bob.expect(pres_event("alice@x.com", None)).await;
     assert!(a.presence(&[email("alice@x.com")]).await.is_empty());
+    assert!(a.endpoints(&email("alice@x.com")).await.is_empty());
+    bob.assert_empty();
+    let left: Vec<String> = redis
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains("alice"))
+        .collect();
+    assert!(left.is_empty(), "alice's keys removed: {left:?}");
 
     a.close().await;
     b.close().await;
@@ -672,7 +702,8 @@ async fn gateways_resubscribe_and_rebuild_after_a_redis_restart() {
         pres_event("alice@x.com", Some(online("A2")))
     );
 
-    // Session ids stay above those issued before the restart, and fencing still holds.
+    // Session ids stay above those issued before the restart, and the rebuilt records
+    // work: a second sign-in shows, and when it leaves the first one's presence is back.
     let newer = attach(&b, "alice@x.com").await;
     assert!(newer.id > alice.id);
     b.publish_presence(newer.id, Some(online("B1"))).await;
@@ -680,10 +711,10 @@ async fn gateways_resubscribe_and_rebuild_after_a_redis_restart() {
         bob.next_except(&a1).await,
         pres_event("alice@x.com", Some(online("B1")))
     );
-    a.publish_presence(alice.id, Some(online("stale"))).await;
+    b.detach(newer.id).await;
     assert_eq!(
-        b.presence(&[email("alice@x.com")]).await,
-        vec![(email("alice@x.com"), Arc::new(online("B1")))]
+        bob.next_except(&a1).await,
+        pres_event("alice@x.com", Some(online("A2")))
     );
 
     a.close().await;

@@ -588,6 +588,60 @@ async fn wlm_users_on_different_gateways() {
     .await;
 }
 
+/// Multiple points of presence across gateways: two MSNP18 machines of one account on
+/// different gateways stay signed in together; each is shown the other's machine in the
+/// UBX about its own account (read from Redis), a status set on one reaches the other as
+/// NLN about itself, and when one leaves the other is shown alone with its own status.
+#[tokio::test]
+async fn one_account_on_two_gateways() {
+    let Some(net) = network("MPOP across gateways", NetworkOptions::default()).await else {
+        return;
+    };
+    net.add_user("alice@example.com", "pw", "Alice").await;
+    let mut home = net.login(0, 18, "alice@example.com", "pw").await;
+    let mut laptop = net.login(1, 18, "alice@example.com", "pw").await;
+    let machine = |c: &Client| {
+        c.machine_guid
+            .trim_matches(|c| c == '{' || c == '}')
+            .to_ascii_lowercase()
+    };
+    let (h, l) = (machine(&home), machine(&laptop));
+    let shows = |doc: &[u8], guid: &str, state: &str| {
+        String::from_utf8_lossy(doc).contains(&format!(
+            "<PrivateEndpointData id=\"{{{guid}}}\"><EpName></EpName><Idle>false</Idle>\
+             <ClientType>1</ClientType><State>{state}</State></PrivateEndpointData>"
+        ))
+    };
+
+    let tr = home.cmd("CHG", "NLN 2789003324:48 0").await;
+    assert_eq!(home.next_line().await, format!("CHG {tr} NLN 2789003324:48 0"));
+    let tr = laptop.cmd("CHG", "BSY 2789003324:48 0").await;
+    assert_eq!(laptop.next_line().await, format!("CHG {tr} BSY 2789003324:48 0"));
+    let own = laptop.expect("UBX").await;
+    let doc = own.payload.clone().unwrap_or_default();
+    assert!(
+        shows(&doc, &h, "NLN") && shows(&doc, &l, "BSY"),
+        "{}",
+        String::from_utf8_lossy(&doc)
+    );
+    expect_line(&mut home, "its account busy", TIMEOUT, |line| {
+        line == "NLN BSY 1:alice@example.com Alice 2789003324:48 0"
+    })
+    .await;
+    let own = home.expect("UBX").await;
+    assert_eq!(own.payload.as_deref(), Some(&doc[..]), "the same list on both");
+
+    // The laptop signs out: home is shown its own status again, and only itself.
+    laptop.send(butterfly_testkit::line("OUT")).await;
+    expect_line(&mut home, "its account online", TIMEOUT, |line| {
+        line == "NLN NLN 1:alice@example.com Alice 2789003324:48 0"
+    })
+    .await;
+    let own = home.expect("UBX").await;
+    let doc = own.payload.unwrap_or_default();
+    assert!(shows(&doc, &h, "NLN") && !shows(&doc, &l, "BSY"));
+}
+
 /// Wait, bounded, for `pred` on a line from `c`; lines before it are skipped.
 async fn expect_line(c: &mut Client, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) {
     let mut seen = Vec::new();

@@ -35,9 +35,18 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserEvent {
-    /// The account signed in again on session `session`; every other session closes
-    /// with `OUT OTH`.
-    SignedInElsewhere { session: SessionId },
+    /// The account signed in again on session `session`. Every other session closes with
+    /// `OUT OTH`, except where both are MSNP16+ machines with different GUIDs (multiple
+    /// points of presence): `endpoint` is the new session's machine GUID, if it has one.
+    SignedInElsewhere {
+        session: SessionId,
+        endpoint: Option<String>,
+    },
+    /// Session `session` of my user published or dropped its presence, or left (0: a
+    /// dead gateway's sessions were removed): MSNP16+ sessions show their user's machines
+    /// again (`Bus::endpoints`). Sent by the bus to the user's other sessions, only while
+    /// the user has more than one.
+    EndpointsChanged { session: SessionId },
     /// `from` added me to (or removed me from) their forward list, so my reverse list
     /// changed (the receiver reads its new list version from the store).
     ReverseList {
@@ -56,6 +65,10 @@ pub enum UserEvent {
         sb_address: String,
         inviter: Email,
         inviter_friendly: String,
+        /// The inviting machine (MSNP16+), so that a call to my own account (bringing my
+        /// other machines into a chat) does not ring the machine that made it.
+        #[serde(default)]
+        inviter_endpoint: Option<String>,
     },
     /// A user notification (`UUN`, MSNP13+) for me: relayed as `UBN`. `to_endpoint`
     /// limits it to one of my machines (MSNP16+); `from_endpoint` names the sender's.
@@ -88,17 +101,23 @@ pub trait Bus: Send + Sync + 'static {
     /// event is allocated once and shared by every recipient); when the inbox is full the
     /// event is dropped and the inbox reports overflow, so the session closes.
     async fn attach(&self, user: &Email, inbox: InboxSender) -> Result<SessionId, BusError>;
-    /// Forget a session: its watches, its presence (publishing offline if it was the
-    /// user's current presence), and its queue.
+    /// Forget a session: its watches, its presence (the user's presence falls back to
+    /// another session's, or offline when none is left), and its queue.
     async fn detach(&self, session: SessionId);
     /// Deliver presence changes of `users` to `session`.
     async fn watch(&self, session: SessionId, users: &[Email]);
     async fn unwatch(&self, session: SessionId, users: &[Email]);
-    /// Set the presence of `session`'s user and tell the watchers. `None` = signed out.
-    /// Fenced by session: an older session of the same user cannot overwrite a newer one.
+    /// Set the presence of `session` and tell the watchers. The user's presence is the one
+    /// published last by any of its live sessions; when that session leaves (or clears
+    /// it), the most recent remaining one's, or offline when none has one. `None` = this
+    /// session shows nothing (signed out, still attached).
     async fn publish_presence(&self, session: SessionId, presence: Option<Presence>);
-    /// Current presence of each of `users` that is signed in (including HDN).
+    /// Current presence of each of `users` that is signed in (including HDN): the one its
+    /// sessions published last (a user may have several, MSNP16+).
     async fn presence(&self, users: &[Email]) -> Vec<(Email, Arc<Presence>)>;
+    /// The presence of each session of `user` that has published one, oldest session
+    /// first: the user's machines, as its own MSNP16+ sessions list them.
+    async fn endpoints(&self, user: &Email) -> Vec<Arc<Presence>>;
     /// Send an event to every session of `user`; returns how many sessions got it.
     async fn send(&self, user: &Email, event: UserEvent) -> usize;
 }

@@ -149,7 +149,10 @@ mod tests {
     use crate::bus::UserEvent;
 
     fn ev(n: u64) -> Arc<Event> {
-        Arc::new(Event::User(UserEvent::SignedInElsewhere { session: n }))
+        Arc::new(Event::User(UserEvent::SignedInElsewhere {
+            session: n,
+            endpoint: None,
+        }))
     }
 
     #[tokio::test]

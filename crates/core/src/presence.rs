@@ -61,6 +61,23 @@ pub struct Presence {
     pub personal: Option<Bytes>,
     /// The dialect of the user's session; the switchboard formats JOI/IRO with it.
     pub dialect: u8,
+    /// The machine this presence was published from (MSNP16+, several sign-ins at once).
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+}
+
+/// One signed-in machine of an MSNP16+ user: what the user's other machines are shown of
+/// it (`<PrivateEndpointData>`). Its status is the presence's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The machine GUID, lower case, without braces.
+    pub guid: String,
+    /// `EpName`: what the user calls this machine.
+    pub name: String,
+    /// `Idle`: the machine reports its user away from it.
+    pub idle: bool,
+    /// `ClientType` as the client wrote it (1: Messenger on a PC).
+    pub client_type: String,
 }
 
 impl Presence {

@@ -250,7 +250,8 @@ pub fn profile(dialect: u8, p: &Profile<'_>) -> Frame {
         body.push_str("ABCHMigrated: 1\r\n");
     }
     if dialect >= 16 {
-        body.push_str("MPOPEnabled: 0\r\n");
+        // Several machines may be signed in at once (NS.md §5).
+        body.push_str("MPOPEnabled: 1\r\n");
     }
     body.push_str("\r\n");
     Frame::new(b"MSG")

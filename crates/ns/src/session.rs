@@ -156,6 +156,12 @@ struct Online {
     email: Email,
     /// The machine GUID (MSNP16+), lower case without braces.
     endpoint: Option<String>,
+    /// What this machine said about itself (`<PrivateEndpointData>`, MSNP16+), boxed: most
+    /// sessions never have it.
+    machine: Option<Box<msnp::mpop::PrivateEndpoint>>,
+    /// The status my own client was last shown for my account (CHG, or NLN about myself
+    /// when another of my machines changed it; MSNP16+).
+    shown_self: Option<Status>,
     session: SessionId,
     roster: Roster,
     /// My presence, set by CHG; None until the first CHG.
@@ -182,6 +188,20 @@ struct Session<S> {
     errors: u32,
     /// The error the command being handled answered with, for the commands metric.
     last_error: Option<ErrorCode>,
+}
+
+impl Online {
+    /// This machine as my other machines are shown it (MSNP16+ sessions only).
+    fn machine_endpoint(&self) -> Option<butterfly_core::presence::Endpoint> {
+        let guid = self.endpoint.clone()?;
+        let said = self.machine.as_deref().cloned().unwrap_or_default();
+        Some(butterfly_core::presence::Endpoint {
+            guid,
+            name: said.name.unwrap_or_default(),
+            idle: said.idle.unwrap_or(false),
+            client_type: said.client_type.unwrap_or_else(|| "1".to_owned()),
+        })
+    }
 }
 
 impl<S: Stream> Session<S> {
@@ -708,11 +728,11 @@ impl<S: Stream> Session<S> {
                 if self.dialect() < 11 {
                     return self.not_expected(Some(tr));
                 }
-                // MSNP16+ also sends `<EndpointData>` and `<PrivateEndpointData>` documents
-                // (this machine's capabilities and name): not the personal message.
+                // MSNP16+ also sends `<EndpointData>` (this machine's capabilities, which
+                // CHG carries too) and `<PrivateEndpointData>` (its name, for my other
+                // machines) documents: not the personal message.
                 if !is_data_document(&payload) {
-                    self.send(Frame::new(b"UUX").arg(tr).arg(0));
-                    return Ok(());
+                    return self.uux_machine(tr, &payload).await;
                 }
                 let me = self.me_mut();
                 me.personal = Some(payload.clone());
@@ -725,6 +745,7 @@ impl<S: Stream> Session<S> {
                     self.deps.bus.publish_presence(session, Some(p)).await;
                 }
                 self.send(Frame::new(b"UUX").arg(tr).arg(0));
+                self.show_my_machines(false).await;
                 Ok(())
             }
             NsCommand::Gcf { tr, file } => {
@@ -984,8 +1005,11 @@ impl<S: Stream> Session<S> {
                 return Err(Close::Refused);
             }
         };
-        bus.send(&account.email, UserEvent::SignedInElsewhere { session })
-            .await;
+        let elsewhere = UserEvent::SignedInElsewhere {
+            session,
+            endpoint: endpoint.clone(),
+        };
+        bus.send(&account.email, elsewhere).await;
         let watch: Vec<Email> = roster
             .on_list(List::Forward)
             .map(|c| c.email.clone())
@@ -1042,6 +1066,8 @@ impl<S: Stream> Session<S> {
             id: account.id,
             email: account.email,
             endpoint,
+            machine: None,
+            shown_self: None,
             session,
             roster,
             presence: None,
@@ -1077,8 +1103,10 @@ impl<S: Stream> Session<S> {
             // `personal` holds the latest UUX document, sent before or after this CHG.
             personal: me.personal.clone(),
             dialect: d,
+            endpoint: me.machine_endpoint(),
         };
         me.presence = Some(presence.clone());
+        me.shown_self = Some(status);
         let session = me.session;
         self.deps
             .bus
@@ -1090,6 +1118,7 @@ impl<S: Stream> Session<S> {
             args: frame.args.clone(),
             payload: None,
         });
+        self.show_my_machines(false).await;
         if first {
             self.initial_presence(tr).await;
             if d >= 13 {
@@ -1102,6 +1131,105 @@ impl<S: Stream> Session<S> {
             }
         }
         Ok(())
+    }
+
+    /// `UUX` with a machine document (MSNP16+): `<PrivateEndpointData>` names this machine
+    /// for my other machines (republished with my presence); `<EndpointData>` and anything
+    /// else is acknowledged and not kept (CHG carries the capabilities).
+    async fn uux_machine(&mut self, tr: TrId, payload: &[u8]) -> Flow {
+        let said = match msnp::mpop::parse_private(payload) {
+            Ok(said) => said,
+            Err(msnp::mpop::Malformed) => {
+                self.error(ErrorCode::InvalidParameter, Some(tr));
+                return Ok(());
+            }
+        };
+        let d = self.dialect();
+        let me = self.me_mut();
+        let republish = match said {
+            Some(said) if d >= 16 && me.endpoint.is_some() => {
+                let kept = me.machine.get_or_insert_with(Default::default);
+                if said.name.is_some() {
+                    kept.name = said.name;
+                }
+                if said.idle.is_some() {
+                    kept.idle = said.idle;
+                }
+                if said.client_type.is_some() {
+                    kept.client_type = said.client_type;
+                }
+                let endpoint = me.machine_endpoint();
+                me.presence.as_mut().map(|p| {
+                    p.endpoint = endpoint;
+                    p.clone()
+                })
+            }
+            _ => None,
+        };
+        if let Some(p) = republish {
+            let session = self.me().session;
+            self.deps.bus.publish_presence(session, Some(p)).await;
+        }
+        self.send(Frame::new(b"UUX").arg(tr).arg(0));
+        if self.me().presence.is_some() {
+            self.show_my_machines(false).await;
+        }
+        Ok(())
+    }
+
+    /// Show my client my machines (MSNP16+, signed in with a machine GUID): the `UBX`
+    /// about my own account with each machine's `<EndpointData>` and
+    /// `<PrivateEndpointData>` in my account's personal message document, and — when
+    /// another machine changed my account's status — `NLN` about myself first. `changed_elsewhere`: another machine published or left
+    /// (always shown); else this one changed, shown only if it has company.
+    async fn show_my_machines(&mut self, changed_elsewhere: bool) {
+        let d = self.dialect();
+        let me = self.me();
+        if d < 16 || me.endpoint.is_none() || me.presence.is_none() {
+            return;
+        }
+        let email = me.email.clone();
+        let machines = self.deps.bus.endpoints(&email).await;
+        if !changed_elsewhere && machines.len() < 2 {
+            return;
+        }
+        // My account as my contacts see it: the presence one of my machines published last.
+        let current = self.deps.bus.presence(std::slice::from_ref(&email)).await;
+        let current = current.into_iter().next().map(|(_, p)| p);
+        if changed_elsewhere
+            && let Some(p) = &current
+            && self.me().shown_self != Some(p.status)
+        {
+            self.me_mut().shown_self = Some(p.status);
+            let line = reply::PresenceLine {
+                status: p.status.code(),
+                email: email.as_str(),
+                friendly_name: &p.friendly_name,
+                caps: &p.caps,
+                msnobj: p.msnobj.as_deref(),
+            };
+            self.send(reply::presence(d, None, &line));
+        }
+        let listed: Vec<msnp::mpop::Machine<'_>> = machines
+            .iter()
+            .filter_map(|p| {
+                let e = p.endpoint.as_ref()?;
+                Some(msnp::mpop::Machine {
+                    guid: &e.guid,
+                    caps: &p.caps,
+                    name: &e.name,
+                    idle: e.idle,
+                    client_type: &e.client_type,
+                    state: p.status.code(),
+                })
+            })
+            .collect();
+        let personal = match &current {
+            Some(p) => p.personal.clone(),
+            None => self.me().personal.clone(),
+        };
+        let doc = msnp::mpop::own_document(personal.as_deref(), &listed);
+        self.send(reply::ubx(d, email.as_str(), Bytes::from(doc)));
     }
 
     /// After the first CHG: ILN for every contact I may see who is online.
@@ -1191,10 +1319,19 @@ impl<S: Stream> Session<S> {
                     self.refresh(user, None);
                 }
             }
-            Event::User(UserEvent::SignedInElsewhere { session }) => {
-                if *session != me.session {
+            Event::User(UserEvent::SignedInElsewhere { session, endpoint }) => {
+                // Several MSNP16+ machines may be signed in at once (multiple points of
+                // presence); the same machine again, or any older client, replaces.
+                let both_machines =
+                    me.endpoint.is_some() && endpoint.is_some() && *endpoint != me.endpoint;
+                if *session != me.session && !both_machines {
                     self.send(Frame::new(b"OUT").arg("OTH"));
                     return Err(Close::Replaced);
+                }
+            }
+            Event::User(UserEvent::EndpointsChanged { session }) => {
+                if *session != me.session {
+                    self.show_my_machines(true).await;
                 }
             }
             Event::User(UserEvent::PeerViewChanged { peer, view }) => {
@@ -1275,6 +1412,7 @@ impl<S: Stream> Session<S> {
                 let d = self.dialect();
                 // UBN exists from MSNP13; an older client could not even frame it.
                 if for_me && !mine && d >= 13 {
+                    let sign_out = *from == me.email && is_sign_out(*kind, payload);
                     let braced = from_endpoint.as_ref().map(|g| format!("{{{g}}}"));
                     self.send(reply::ubn(
                         d,
@@ -1283,6 +1421,12 @@ impl<S: Stream> Session<S> {
                         *kind,
                         payload.clone(),
                     ));
+                    // Another of my machines signs this one out. The client would leave by
+                    // itself; closing here makes sure it does.
+                    if sign_out {
+                        self.send(Frame::new(b"OUT").arg("OTH"));
+                        return Err(Close::Replaced);
+                    }
                 }
             }
             // Offline messages are for MSNP13+ (older clients cannot read them).
@@ -1301,7 +1445,12 @@ impl<S: Stream> Session<S> {
                 sb_address,
                 inviter,
                 inviter_friendly,
+                inviter_endpoint,
             }) => {
+                // My own call bringing my other machines into a chat: not this one.
+                if *inviter == me.email && *inviter_endpoint == me.endpoint {
+                    return Ok(());
+                }
                 let d = self.dialect();
                 let cookie = self.sb_cookie(*session_id, true, sb_address);
                 self.send(reply::rng(
@@ -1914,6 +2063,12 @@ impl<S: Stream> Session<S> {
         }
         Ok(())
     }
+}
+
+/// Whether a relayed `UUN` from my own account signs this machine out (MSNP16+: type 4
+/// `goawyplzthxbye`, with suffixes some clients add, or `gtfo`; type 8 in later clients).
+fn is_sign_out(kind: u32, payload: &[u8]) -> bool {
+    matches!(kind, 4 | 8) && (payload.starts_with(b"goawyplzthxbye") || payload == b"gtfo")
 }
 
 /// Whether a UUX document is the `<Data>` one (personal message, media), as opposed to

@@ -88,26 +88,43 @@ struct Participant {
 enum Outbound {
     /// Already-encoded bytes, the same for every receiver (MSG).
     Bytes(Bytes),
-    /// Someone joined; formatted for the receiver's dialect.
+    /// Someone joined; formatted for the receiver's dialect. `first`: no other machine of
+    /// the same account is in the session.
     Joined {
         email: Email,
         endpoint: Option<String>,
         name: String,
         caps: String,
+        first: bool,
     },
+    /// `last`: no other machine of the same account is left in the session.
     Left {
         email: Email,
         endpoint: Option<String>,
+        last: bool,
     },
 }
 
-/// The names an MSNP16+ receiver is told a participant by: `email;{guid}` first, then
-/// the plain address (what WLM 2009 lists in its window); older receivers only the plain
-/// one.
-fn names_for(dialect: u8, email: &Email, endpoint: Option<&str>) -> Vec<String> {
+/// A machine GUID as the NS keeps it: lower case, no braces.
+fn normalize_guid(guid: &str) -> String {
+    guid.trim_matches(|c| c == '{' || c == '}')
+        .to_ascii_lowercase()
+}
+
+/// The names an MSNP16+ receiver is told a participant by: `email;{guid}` first, then the
+/// plain address (what WLM 2009 lists in its window) — the plain one only for the
+/// account's first machine in the session (`plain`); older receivers only the plain one.
+fn names_for(dialect: u8, email: &Email, endpoint: Option<&str>, plain: bool) -> Vec<String> {
     match endpoint {
-        Some(guid) if dialect >= 16 => vec![format!("{email};{guid}"), email.to_string()],
-        _ => vec![email.to_string()],
+        Some(guid) if dialect >= 16 => {
+            let mut names = vec![format!("{email};{guid}")];
+            if plain {
+                names.push(email.to_string());
+            }
+            names
+        }
+        _ if plain => vec![email.to_string()],
+        _ => Vec::new(),
     }
 }
 
@@ -116,6 +133,28 @@ struct ChatSession {
     participants: Vec<Participant>,
     /// People invited with CAL who have not answered yet.
     invited: HashSet<Email>,
+}
+
+impl ChatSession {
+    /// May this machine of `email` answer (`ANS`)? Its account was invited (the first
+    /// machine to answer takes the invitation), or another machine of its account is in
+    /// the session already and this one (MSNP16+, `endpoint`) is not: every machine of
+    /// an MSNP16+ user is rung, and each may join.
+    fn admits_answer(&mut self, email: &Email, endpoint: Option<&str>) -> bool {
+        if self.invited.remove(email) {
+            return true;
+        }
+        let Some(endpoint) = endpoint else {
+            return false;
+        };
+        let mine = |p: &&Participant| p.email == *email;
+        self.participants.iter().any(|p| mine(&p))
+            && !self.participants.iter().filter(mine).any(|p| {
+                p.endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(endpoint))
+            })
+    }
 }
 
 #[derive(Default)]
@@ -314,13 +353,18 @@ impl Conn {
                 endpoint,
                 name,
                 caps,
+                first,
             } => {
-                for who in names_for(dialect, &email, endpoint.as_deref()) {
+                for who in names_for(dialect, &email, endpoint.as_deref(), first) {
                     self.send(reply::joi(dialect, &who, &name, &caps));
                 }
             }
-            Outbound::Left { email, endpoint } => {
-                for who in names_for(dialect, &email, endpoint.as_deref()) {
+            Outbound::Left {
+                email,
+                endpoint,
+                last,
+            } => {
+                for who in names_for(dialect, &email, endpoint.as_deref(), last) {
                     self.send(Frame::new(b"BYE").arg(who));
                 }
             }
@@ -403,18 +447,21 @@ impl Conn {
                     _ => return self.auth_failed(tr),
                 };
                 let invited = self.shard.with(|s| {
-                    s.get_mut(&claims.sid)
-                        .is_some_and(|cs| cs.invited.remove(&claims.email))
+                    s.get_mut(&claims.sid).is_some_and(|cs| {
+                        cs.admits_answer(&claims.email, claims.endpoint.as_deref())
+                    })
                 });
                 if !invited {
                     return self.auth_failed(tr);
                 }
                 let others = self.join(&claims);
                 // One line per name the receiver knows each participant by.
+                let mut seen = HashSet::new();
                 let lines: Vec<(String, &String, &String)> = others
                     .iter()
                     .flat_map(|(email, endpoint, name, caps)| {
-                        names_for(claims.dialect, email, endpoint.as_deref())
+                        let plain = seen.insert(email.clone());
+                        names_for(claims.dialect, email, endpoint.as_deref(), plain)
                             .into_iter()
                             .map(move |who| (who, name, caps))
                     })
@@ -505,13 +552,27 @@ impl Conn {
             .verify_sb(cookie, &email, &self.config.public_address)
             .ok()
             .filter(|g| g.answer == answer)?;
-        let (_, p) = self
+        let (_, mut p) = self
             .deps
             .bus
             .presence(std::slice::from_ref(&email))
             .await
             .into_iter()
             .next()?;
+        // A machine of a user signed in on several (MSNP16+) joins as itself: its own
+        // capabilities and dialect, not those of the machine that published last.
+        if let Some(guid) = endpoint.as_deref().map(normalize_guid) {
+            let mine = self
+                .deps
+                .bus
+                .endpoints(&email)
+                .await
+                .into_iter()
+                .find(|m| m.endpoint.as_ref().is_some_and(|e| e.guid == guid));
+            if let Some(mine) = mine {
+                p = mine;
+            }
+        }
         Some(Entrant {
             sid: grant.sid,
             name: p.friendly_name.clone(),
@@ -549,12 +610,14 @@ impl Conn {
                     )
                 })
                 .collect();
+            let first = !cs.participants.iter().any(|p| p.email == me.email);
             for p in &cs.participants {
                 let joined = Outbound::Joined {
                     email: me.email.clone(),
                     endpoint: me.endpoint.clone(),
                     name: me.name.clone(),
                     caps: me.caps.clone(),
+                    first,
                 };
                 if p.tx.try_send(joined).is_err() {
                     p.kill.cancel();
@@ -581,11 +644,13 @@ impl Conn {
         self.shard.with(|s| {
             let Some(cs) = s.get_mut(&me.sid) else { return };
             cs.participants.retain(|p| p.conn != conn);
+            let last = !cs.participants.iter().any(|p| p.email == me.email);
             for p in &cs.participants {
                 if p.tx
                     .try_send(Outbound::Left {
                         email: me.email.clone(),
                         endpoint: me.endpoint.clone(),
+                        last,
                     })
                     .is_err()
                 {
@@ -609,10 +674,18 @@ impl Conn {
             return Ok(());
         };
         // WLM 2009 opens every conversation by calling itself, to bring in its other
-        // signed-in machines. There are none (one sign-in per account), so the call
-        // rings and "joins" at once, which is what the client waits for.
+        // signed-in machines: they are rung (not the calling one), and the call "joins" at
+        // once, which is what the client waits for, whether or not there are others.
         if invitee == my_email && me.dialect >= 16 {
             let (dialect, caps) = (me.dialect, self.my_caps(sid));
+            let ring = UserEvent::Ring {
+                session_id: sid,
+                sb_address: self.config.public_address.clone(),
+                inviter: my_email.clone(),
+                inviter_friendly: my_name.clone(),
+                inviter_endpoint: me.endpoint.as_deref().map(normalize_guid),
+            };
+            self.deps.bus.send(&my_email, ring).await;
             self.send(Frame::new(b"CAL").arg(tr).arg("RINGING").arg(sid));
             self.send(reply::joi(dialect, my_email.as_str(), &my_name, &caps));
             return Ok(());
@@ -647,6 +720,7 @@ impl Conn {
             sb_address: self.config.public_address.clone(),
             inviter: my_email,
             inviter_friendly: my_name,
+            inviter_endpoint: None,
         };
         if self.deps.bus.send(&invitee, ring).await == 0 {
             self.shard.with(|s| {

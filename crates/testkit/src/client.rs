@@ -329,6 +329,8 @@ impl Client {
         let body =
             String::from_utf8_lossy(profile.payload.as_deref().unwrap_or_default()).into_owned();
         assert!(body.contains("text/x-msmsgsprofile"), "{body}");
+        // Several machines may sign in at once from MSNP16 (NS.md §5).
+        assert_eq!(body.contains("MPOPEnabled: 1\r\n"), d >= 16, "{body}");
         if d >= 16 {
             let own = self.expect("UBX").await;
             assert_eq!(own.payload.as_deref(), Some(&b""[..]), "{own:?}");

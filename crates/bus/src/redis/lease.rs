@@ -33,7 +33,7 @@ use butterfly_core::bus::{BusError, SessionId};
 use butterfly_core::presence::Presence;
 use tokio_util::sync::CancellationToken;
 
-use super::{BULK_CONCURRENCY, Inner, Mode, PresOut, RecordOut, offline_message, to_json};
+use super::{BULK_CONCURRENCY, Inner, Mode, to_json};
 
 /// Wait before retrying a heartbeat that failed (capped by the heartbeat interval).
 const RETRY: Duration = Duration::from_millis(500);
@@ -246,28 +246,16 @@ impl Inner {
         sessions: &[(SessionId, Option<Arc<Presence>>)],
     ) -> Result<(), BusError> {
         self.node_users("SADD", node, user).await?;
-        // Oldest first, as they attached: the scripts' fencing leaves the newest in place.
+        // Oldest first, as they attached; a user's presence already in place stays.
         for (session, presence) in sessions {
-            match presence {
-                Some(p) => {
-                    let record = to_json(&RecordOut {
-                        session: *session,
-                        node,
-                        presence: p,
-                    });
-                    let message = to_json(&PresOut {
-                        user,
-                        presence: Some(p),
-                        at: super::unix_micros(),
-                    });
-                    self.presence_script(Mode::Restore, user, *session, node, &record, &message)
-                        .await?;
-                }
-                None => {
-                    self.presence_script(Mode::Claim, user, *session, node, "", "")
-                        .await?;
-                }
-            }
+            let record = presence.as_ref().map(|p| to_json(p.as_ref()));
+            let mode = if record.is_some() {
+                Mode::Restore
+            } else {
+                Mode::Claim
+            };
+            self.presence_script(mode, user, *session, node, record.as_deref().unwrap_or(""))
+                .await?;
         }
         // A session that detached while this ran must not stay registered.
         let gone: Vec<SessionId> = {
@@ -279,8 +267,7 @@ impl Inner {
                 .collect()
         };
         for session in gone {
-            let message = offline_message(user);
-            self.presence_script(Mode::Detach, user, session, node, "", &message)
+            self.presence_script(Mode::Detach, user, session, node, "")
                 .await?;
         }
         Ok(())
@@ -330,13 +317,11 @@ impl Inner {
         let users: Vec<Email> = users.iter().filter_map(|u| Email::parse(u).ok()).collect();
         let mut released = 0usize;
         for chunk in users.chunks(BULK_CONCURRENCY) {
-            let results = futures::future::join_all(chunk.iter().map(|user| {
-                let message = offline_message(user);
-                async move {
-                    self.presence_script(Mode::Reap, user, 0, node, "", &message)
-                        .await
-                }
-            }))
+            let results = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|user| self.presence_script(Mode::Reap, user, 0, node, "")),
+            )
             .await;
             for result in results {
                 // Not removing the registration after a failure: another reaper retries.

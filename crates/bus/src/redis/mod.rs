@@ -183,6 +183,10 @@ impl Keys {
         format!("{}presence:{{{user}}}", self.prefix)
     }
 
+    fn endpoints(&self, user: &Email) -> String {
+        format!("{}eps:{{{user}}}", self.prefix)
+    }
+
     fn pres_channel(&self, user: &Email) -> String {
         format!("{}pres:{{{user}}}", self.prefix)
     }
@@ -270,14 +274,7 @@ pub(crate) fn unix_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// What travels on `pres:{user}`.
-#[derive(Serialize)]
-struct PresOut<'a> {
-    user: &'a Email,
-    presence: Option<&'a Presence>,
-    at: u64,
-}
-
+/// What travels on `pres:{user}` (the presence script writes it, from [`presence_head`]).
 #[derive(Deserialize)]
 struct PresIn {
     user: Email,
@@ -300,14 +297,7 @@ struct UserIn {
     at: u64,
 }
 
-/// The value of `presence:{user}`.
-#[derive(Serialize)]
-struct RecordOut<'a> {
-    session: SessionId,
-    node: u64,
-    presence: &'a Presence,
-}
-
+/// The value of `presence:{user}` (the script writes it: `{"session","node","presence"}`).
 #[derive(Deserialize)]
 struct RecordIn {
     presence: Presence,
@@ -318,10 +308,27 @@ fn to_json(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn offline_message(user: &Email) -> String {
-    to_json(&PresOut {
+/// The `pres:{user}` message up to its presence value, which the presence script appends
+/// (with the closing brace): the presence it decides to show, or `null`.
+fn presence_head(user: &Email) -> String {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        user: &'a Email,
+        at: u64,
+    }
+    let head = to_json(&Head {
         user,
-        presence: None,
+        at: unix_micros(),
+    });
+    // `{"user":…,"at":…}` → `{"user":…,"at":…,"presence":`
+    format!("{},\"presence\":", head.trim_end_matches('}'))
+}
+
+/// The message that tells `user`'s other sessions that `session` changed.
+fn endpoints_changed(user: &Email, session: SessionId) -> String {
+    to_json(&UserOut {
+        user,
+        event: &UserEvent::EndpointsChanged { session },
         at: unix_micros(),
     })
 }
@@ -610,28 +617,30 @@ impl Inner {
         }
     }
 
-    /// Run the presence script for `user`. Returns whether the change applied (it was not
-    /// fenced off).
+    /// Run the presence script for `user` (`presence`: this session's, as JSON, or empty).
+    /// Returns whether the change applied.
     async fn presence_script(
         &self,
         mode: Mode,
         user: &Email,
         session: SessionId,
         node: u64,
-        record: &str,
-        message: &str,
+        presence: &str,
     ) -> Result<bool, BusError> {
         let mut invocation = self.scripts.presence.prepare_invoke();
         invocation
             .key(self.keys.dir(user))
             .key(self.keys.presence(user))
             .key(self.keys.pres_channel(user))
+            .key(self.keys.endpoints(user))
+            .key(self.keys.user_channel(user))
             .arg(mode.as_str())
             .arg(session)
             .arg(node)
-            .arg(record)
-            .arg(message)
-            .arg(self.publish_command());
+            .arg(presence)
+            .arg(presence_head(user))
+            .arg(self.publish_command())
+            .arg(endpoints_changed(user, session));
         let mut conn = self.conn.clone();
         let applied: i64 = self
             .run("presence script", invocation.invoke_async(&mut conn))
@@ -683,7 +692,7 @@ impl Inner {
         let session = self.next_session(0).await?;
         let node = self.node();
         let (claimed, added) = tokio::join!(
-            self.presence_script(Mode::Claim, user, session, node, "", ""),
+            self.presence_script(Mode::Claim, user, session, node, ""),
             self.node_users("SADD", node, user),
         );
         claimed?;
@@ -727,9 +736,8 @@ impl Inner {
                 changed.then_some(state.generation),
             )
         };
-        let message = offline_message(&user);
         let node = self.node();
-        let released = self.presence_script(Mode::Detach, &user, session, node, "", &message);
+        let released = self.presence_script(Mode::Detach, &user, session, node, "");
         if last_of_user {
             let _ = tokio::join!(released, self.node_users("SREM", node, &user));
         } else {
@@ -776,30 +784,18 @@ impl Inner {
             local.user.clone()
         };
         let node = self.node();
-        let (mode, record, message) = match &presence {
-            Some(p) => (
-                Mode::Publish,
-                to_json(&RecordOut {
-                    session,
-                    node,
-                    presence: p,
-                }),
-                to_json(&PresOut {
-                    user: &user,
-                    presence: Some(p),
-                    at: unix_micros(),
-                }),
-            ),
-            None => (Mode::Clear, String::new(), offline_message(&user)),
+        let (mode, record) = match &presence {
+            Some(p) => (Mode::Publish, to_json(p.as_ref())),
+            None => (Mode::Clear, String::new()),
         };
         // The user set is written again with every publish: cheap, and it repairs an entry
         // lost to a race with a detach of another local session of the same user.
         let (applied, _) = tokio::join!(
-            self.presence_script(mode, &user, session, node, &record, &message),
+            self.presence_script(mode, &user, session, node, &record),
             self.node_users("SADD", node, &user),
         );
-        if let Ok(false) = applied {
-            tracing::debug!(session, "Presence of an older session fenced off");
+        if let Err(e) = applied {
+            tracing::debug!(session, error = %e, "Presence not written");
         }
     }
 
@@ -826,6 +822,36 @@ impl Inner {
             }
         }
         out
+    }
+
+    async fn endpoints(&self, user: &Email) -> Vec<Arc<Presence>> {
+        let mut conn = self.conn.clone();
+        let Ok(records) = self
+            .run(
+                "endpoints read",
+                ::redis::cmd("HGETALL")
+                    .arg(self.keys.endpoints(user))
+                    .query_async::<Vec<(u64, Vec<u8>)>>(&mut conn),
+            )
+            .await
+        else {
+            return Vec::new();
+        };
+        let mut records = records;
+        records.sort_unstable_by_key(|(session, _)| *session);
+        records
+            .iter()
+            .filter_map(|(_, value)| {
+                let bar = value.iter().position(|&b| b == b'|')?;
+                match serde_json::from_slice::<Presence>(&value[bar + 1..]) {
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Unreadable endpoint record in Redis; ignored");
+                        None
+                    }
+                }
+            })
+            .collect()
     }
 
     async fn send(&self, user: &Email, event: UserEvent) -> usize {
@@ -885,6 +911,11 @@ impl Bus for RedisBus {
         self.inner.presence(users).await
     }
 
+    /// One `HGETALL`.
+    async fn endpoints(&self, user: &Email) -> Vec<Arc<Presence>> {
+        self.inner.endpoints(user).await
+    }
+
     /// Returns the number of **gateways** subscribed to `user:{user}` (what `PUBLISH` /
     /// `SPUBLISH` reports), not of sessions: 0 means the user is online nowhere, which is
     /// what callers ask. Delivery to this gateway's own sessions also goes through Redis.
@@ -923,8 +954,10 @@ impl Inner {
             };
             lag(message.at, "user");
             let mut sinks = self.state().fanout.user_sinks(&message.user);
-            // The new session does not need to hear about itself (the NS would ignore it).
-            if let UserEvent::SignedInElsewhere { session } = message.event {
+            // The session an event is about does not need to hear it (the NS would ignore it).
+            if let UserEvent::SignedInElsewhere { session, .. }
+            | UserEvent::EndpointsChanged { session } = message.event
+            {
                 sinks.retain(|sink| sink.session() != session);
             }
             crate::fanout::deliver(&sinks, Event::User(message.event));

@@ -28,55 +28,127 @@ end
 return redis.call('INCR', KEYS[1])
 ";
 
-/// A change to a user's directory entry (`KEYS[1]`, value `session:node`) and presence
-/// record (`KEYS[2]`), with the matching publish on `KEYS[3]` in the same step.
+/// A change to one session's entries and, when it follows, the user's presence, with the
+/// matching publishes in the same step.
 ///
-/// `ARGV`: mode, session, node, presence record, message, publish command (`PUBLISH` or
-/// `SPUBLISH`). Modes:
-/// - `claim` (attach): the directory names this session unless a newer one holds it.
-/// - `publish`: like `claim`, and store the record and publish the message.
-/// - `restore` (rebuilding after Redis lost data): like `publish`, but only if the stored
-///   record differs, so a rebuild that finds its records in place publishes nothing.
-/// - `clear` (signed out, still attached): like `claim`, and delete the record; publish
-///   (offline) only if there was one.
-/// - `detach`: only if the directory names this session, delete both; publish (offline)
-///   only if there was a record.
-/// - `reap` (the node `ARGV[3]` died): only if the directory names that node, as `detach`.
+/// `KEYS`: the user's directory (hash: session → node), presence record (the user's
+/// presence: `{"session":…,"node":…,"presence":…}`), presence channel, endpoint records
+/// (hash: session → `<server time µs>|<presence>`, the sessions that published one), and
+/// user channel. A user may have several sessions (MSNP16+ machines); the user's presence
+/// is the one published last, and when that session leaves or clears it, the most recent
+/// remaining one's — or offline (`null`) when none is left.
 ///
-/// Returns 1 if the change applied, 0 if it was fenced off.
-const PRESENCE: &str = r"
+/// `ARGV`: mode, session, node, this session's presence (JSON, or empty), the presence
+/// message up to its `presence` value (the script appends the value and `}`), publish
+/// command (`PUBLISH` or `SPUBLISH`), and the message that tells the user's other sessions
+/// (`EndpointsChanged`), sent only while the user has more than one session. Modes:
+/// - `claim` (attach): register the session.
+/// - `publish`: register, store its presence, make it the user's, publish.
+/// - `restore` (rebuilding after Redis lost data): like `publish`, but the user's presence
+///   is replaced (and published) only if missing, or this session's and different, so a
+///   rebuild that finds its records in place publishes nothing.
+/// - `clear` (signed out, still attached): drop its presence; fall back if it was the user's.
+/// - `detach`: remove the session; fall back if its presence was the user's.
+/// - `reap` (node `ARGV[3]` died): `detach` every session of that node.
+///
+/// Returns 1 if the change applied, 0 if there was nothing to change (`detach`, `reap`).
+const PRESENCE: &str = r#"
 local mode = ARGV[1]
-local s = tonumber(ARGV[2])
-local me = ARGV[2] .. ':' .. ARGV[3]
-local dir = redis.call('GET', KEYS[1])
-local cur_s = -1
-local cur_n = false
-if dir then
-  local i = string.find(dir, ':', 1, true)
-  cur_s = tonumber(string.sub(dir, 1, i - 1))
-  cur_n = string.sub(dir, i + 1)
+local s = ARGV[2]
+local node = ARGV[3]
+local head = ARGV[5]
+local pub = ARGV[6]
+
+local function current()
+  local r = redis.call('GET', KEYS[2])
+  if not r then return nil end
+  return string.match(r, '^{"session":(%d+),')
 end
-if mode == 'detach' or mode == 'reap' then
-  if mode == 'detach' and cur_s ~= s then return 0 end
-  if mode == 'reap' and cur_n ~= ARGV[3] then return 0 end
-  redis.call('DEL', KEYS[1])
-  if redis.call('DEL', KEYS[2]) == 1 then
-    redis.call(ARGV[6], KEYS[3], ARGV[5])
+
+local function record(sess, n, pres)
+  return '{"session":' .. sess .. ',"node":' .. n .. ',"presence":' .. pres .. '}'
+end
+
+local function show(sess, pres)
+  local n = redis.call('HGET', KEYS[1], sess) or '0'
+  redis.call('SET', KEYS[2], record(sess, n, pres))
+  redis.call(pub, KEYS[3], head .. pres .. '}')
+end
+
+-- The user's presence went away: show the most recently published remaining one.
+local function fall_back()
+  local best, best_s, best_p = nil, nil, nil
+  local all = redis.call('HGETALL', KEYS[4])
+  for i = 1, #all, 2 do
+    local v = all[i + 1]
+    local bar = string.find(v, '|', 1, true)
+    if bar then
+      local at = string.sub(v, 1, bar - 1)
+      if not best or #at > #best or (#at == #best and at > best) then
+        best, best_s, best_p = at, all[i], string.sub(v, bar + 1)
+      end
+    end
+  end
+  if best_s then
+    show(best_s, best_p)
+  elseif redis.call('DEL', KEYS[2]) == 1 then
+    redis.call(pub, KEYS[3], head .. 'null}')
+  end
+end
+
+local function stamp()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+
+local function tell_others(at_least)
+  if redis.call('HLEN', KEYS[1]) >= at_least then
+    redis.call(pub, KEYS[5], ARGV[7])
+  end
+end
+
+if mode == 'claim' then
+  redis.call('HSET', KEYS[1], s, node)
+  return 1
+end
+if mode == 'publish' or mode == 'restore' then
+  redis.call('HSET', KEYS[1], s, node)
+  redis.call('HSET', KEYS[4], s, stamp() .. '|' .. ARGV[4])
+  local cur = current()
+  if mode == 'publish' or not cur
+      or (cur == s and redis.call('GET', KEYS[2]) ~= record(s, node, ARGV[4])) then
+    show(s, ARGV[4])
+  end
+  if mode == 'publish' then tell_others(2) end
+  return 1
+end
+if mode == 'clear' then
+  redis.call('HSET', KEYS[1], s, node)
+  if redis.call('HDEL', KEYS[4], s) == 1 then
+    if current() == s then fall_back() end
+    tell_others(2)
   end
   return 1
 end
-if cur_s > s then return 0 end
-if dir ~= me then redis.call('SET', KEYS[1], me) end
-if mode == 'publish' or (mode == 'restore' and redis.call('GET', KEYS[2]) ~= ARGV[4]) then
-  redis.call('SET', KEYS[2], ARGV[4])
-  redis.call(ARGV[6], KEYS[3], ARGV[5])
-elseif mode == 'clear' then
-  if redis.call('DEL', KEYS[2]) == 1 then
-    redis.call(ARGV[6], KEYS[3], ARGV[5])
+local gone = {}
+if mode == 'detach' then
+  if redis.call('HDEL', KEYS[1], s) == 1 then gone[s] = true end
+else
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if all[i + 1] == node then
+      redis.call('HDEL', KEYS[1], all[i])
+      gone[all[i]] = true
+    end
   end
 end
+if next(gone) == nil then return 0 end
+for sess in pairs(gone) do redis.call('HDEL', KEYS[4], sess) end
+local cur = current()
+if (cur and gone[cur]) or redis.call('HLEN', KEYS[1]) == 0 then fall_back() end
+tell_others(1)
 return 1
-";
+"#;
 
 /// Register a node: a new id from `KEYS[3]`, its owner token `ARGV[1]` in the hash
 /// `KEYS[2]`, and a first heartbeat in the sorted set `KEYS[1]` (score: server time, ms).
