@@ -8,6 +8,7 @@
 //!
 //! Expected lines per NS.md §5 and SB.md; the documents per `msnp::mpop`.
 
+use butterfly_testkit::soap::{self, Service};
 use butterfly_testkit::{Client, TestCluster, line_of};
 
 const CAPS: &str = "2789003324:48";
@@ -103,6 +104,7 @@ async fn two_machines_of_one_account_are_signed_in_together() {
     let cluster = TestCluster::start().await;
     cluster.add_user("alice@example.com", "pw", "Alice").await;
     cluster.add_user("bob@example.com", "pw", "Bob").await;
+    cluster.add_user("carol@example.com", "pw", "Carol").await;
 
     // Alice (WLM 2009, "home") and Bob (MSN 7.5) on each other's lists.
     let mut home = cluster.login(18, "alice@example.com", "pw").await;
@@ -170,6 +172,19 @@ async fn two_machines_of_one_account_are_signed_in_together() {
         bob.next_line().await,
         "NLN BSY alice@example.com Alice 2789003324 0"
     );
+
+    // A contact added over SOAP on the laptop: both machines are told to fetch the
+    // address book again (the one that made the edit cannot be told apart).
+    let add = "<ABContactAdd xmlns=\"http://www.msn.com/webservices/AddressBook\"><abId>00000000-0000-0000-0000-000000000000</abId><contacts><Contact><contactInfo><contactType>LivePending</contactType><passportName>carol@example.com</passportName><isMessengerUser>true</isMessengerUser></contactInfo></Contact></contacts><options><EnableAllowListManagement>true</EnableAllowListManagement></options></ABContactAdd>";
+    let ticket = laptop.token("contacts.msn.com").ticket.clone();
+    let (status, body) = soap::call(cluster.http_addr(), Service::AddressBook, &ticket, add).await;
+    assert_eq!(status, 200, "{body}");
+    for c in [&mut home, &mut laptop] {
+        let not = c.expect("NOT").await;
+        let body = String::from_utf8_lossy(not.payload.as_deref().unwrap_or_default());
+        assert!(body.contains("ABCHInternal"), "{body}");
+        assert!(c.barrier().await.is_empty(), "{}", c.email);
+    }
 
     // Bob invites Alice: both machines ring, both join; Bob sees Alice once.
     let tr = bob.cmd("XFR", "SB").await;

@@ -614,9 +614,15 @@ async fn one_account_on_two_gateways() {
     };
 
     let tr = home.cmd("CHG", "NLN 2789003324:48 0").await;
-    assert_eq!(home.next_line().await, format!("CHG {tr} NLN 2789003324:48 0"));
+    assert_eq!(
+        home.next_line().await,
+        format!("CHG {tr} NLN 2789003324:48 0")
+    );
     let tr = laptop.cmd("CHG", "BSY 2789003324:48 0").await;
-    assert_eq!(laptop.next_line().await, format!("CHG {tr} BSY 2789003324:48 0"));
+    assert_eq!(
+        laptop.next_line().await,
+        format!("CHG {tr} BSY 2789003324:48 0")
+    );
     let own = laptop.expect("UBX").await;
     let doc = own.payload.clone().unwrap_or_default();
     assert!(
@@ -629,7 +635,11 @@ async fn one_account_on_two_gateways() {
     })
     .await;
     let own = home.expect("UBX").await;
-    assert_eq!(own.payload.as_deref(), Some(&doc[..]), "the same list on both");
+    assert_eq!(
+        own.payload.as_deref(),
+        Some(&doc[..]),
+        "the same list on both"
+    );
 
     // The laptop signs out: home is shown its own status again, and only itself.
     laptop.send(butterfly_testkit::line("OUT")).await;

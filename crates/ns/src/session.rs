@@ -1363,16 +1363,7 @@ impl<S: Stream> Session<S> {
                         self.send(reply::ml_push(verb, doc));
                         // And "your memberships changed": the client fetches them (a
                         // delta) and asks about the new reverse-list entry.
-                        let me = self.me();
-                        let now = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs() as i64);
-                        let not = reply::not_abch(
-                            me.email.as_str(),
-                            butterfly_core::ids::puid(me.id),
-                            butterfly_core::ids::cid(me.id),
-                            &butterfly_core::clock::utc_z(now),
-                        );
+                        let not = self.address_book_changed();
                         self.send(not);
                         return Ok(());
                     }
@@ -1866,6 +1857,30 @@ impl<S: Stream> Session<S> {
                 self.watch_contact(email).await;
             }
         }
+        // With several machines signed in (MSNP16+), the edit may have come from another
+        // one: "your address book changed" makes this one fetch it (a delta).
+        let me = self.me();
+        if self.dialect() >= 16
+            && me.endpoint.is_some()
+            && self.deps.bus.endpoints(&me.email).await.len() > 1
+        {
+            let not = self.address_book_changed();
+            self.send(not);
+        }
+    }
+
+    /// `NOT` "ABCHInternal" (MSNP13+): my address book changed, fetch it again.
+    fn address_book_changed(&self) -> Frame {
+        let me = self.me();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        reply::not_abch(
+            me.email.as_str(),
+            butterfly_core::ids::puid(me.id),
+            butterfly_core::ids::cid(me.id),
+            &butterfly_core::clock::utc_z(now),
+        )
     }
 
     async fn unwatch_contact(&mut self, email: &Email) {
