@@ -8,7 +8,6 @@ use anyhow::{Context, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use msnp::codec::{Decoded, Direction, Limits, MsnpCodec};
 use msnp::frame::Frame;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -250,7 +249,7 @@ impl Conn {
                 Some([twn, s, policy]) if twn == "TWN" && s == "S" => policy.clone(),
                 _ => bail!("{email}: expected USR {tr} TWN S <policy>, got {policy:?}"),
             };
-            let ticket = passport_login(http_addr, email, password, &policy).await?;
+            let ticket = http::passport_login(http_addr, email, password, &policy).await?;
             let tr = self.cmd("USR", &format!("TWN S {ticket}")).await?;
             self.answer("USR", tr).await?
         } else {
@@ -346,47 +345,4 @@ impl Conn {
     pub(crate) fn into_socket(self) -> TcpStream {
         self.framed.into_inner()
     }
-}
-
-/// The Passport 1.4 exchange a MSN 6–7.5 client performs: the nexus, then `login2.srf`
-/// with the credentials and the policy from `USR TWN S`. Returns the `from-PP` ticket.
-pub(crate) async fn passport_login(
-    http_addr: SocketAddr,
-    email: &str,
-    password: &str,
-    policy: &str,
-) -> anyhow::Result<String> {
-    let nexus = http::get(http_addr, "/rdr/pprdr.asp", &[]).await?;
-    if nexus.status != 200 {
-        bail!("{email}: the nexus answered HTTP {}", nexus.status);
-    }
-    let da_login = nexus
-        .header("PassportURLs")
-        .and_then(|urls| urls.split(',').find_map(|kv| kv.strip_prefix("DALogin=")))
-        .ok_or_else(|| anyhow!("{email}: the nexus gave no DALogin"))?;
-    let path = da_login
-        .find('/')
-        .map(|i| da_login[i..].to_owned())
-        .ok_or_else(|| anyhow!("{email}: DALogin {da_login:?} has no path"))?;
-    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
-    let auth = format!(
-        "Passport1.4 OrgVerb=GET,OrgURL=http%3A%2F%2Fmessenger%2Emsn%2Ecom,sign-in={},pwd={},{policy}",
-        enc(email),
-        enc(password)
-    );
-    let resp = http::get(http_addr, &path, &[("Authorization", &auth)]).await?;
-    if resp.status != 200 {
-        bail!("{email}: {path} answered HTTP {}", resp.status);
-    }
-    let info = resp
-        .header("Authentication-Info")
-        .ok_or_else(|| anyhow!("{email}: {path} sent no Authentication-Info"))?;
-    let start = info
-        .find("from-PP='")
-        .map(|i| i + "from-PP='".len())
-        .ok_or_else(|| anyhow!("{email}: no from-PP in {info:?}"))?;
-    let len = info[start..]
-        .find('\'')
-        .ok_or_else(|| anyhow!("{email}: unterminated from-PP in {info:?}"))?;
-    Ok(info[start..start + len].to_owned())
 }

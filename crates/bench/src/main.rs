@@ -7,9 +7,10 @@
 //! docs/BENCHMARKS.md.
 
 mod client;
+/// HTTP GET and Passport 1.4, shared with the load generator.
+use butterfly_loadgen::http;
 mod cluster;
 mod fanout;
-mod http;
 mod idle;
 mod sbthroughput;
 mod seed;
