@@ -94,9 +94,10 @@ struct RunArgs {
     /// The manifest `seed` wrote.
     #[arg(long, default_value = "loadgen-manifest.json")]
     manifest: PathBuf,
-    /// The notification server.
-    #[arg(long, default_value = "127.0.0.1:1863")]
-    ns: SocketAddr,
+    /// The notification server; repeat (or separate with commas) for several gateways:
+    /// user `i` signs in to the `i % count`-th.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:1863")]
+    ns: Vec<SocketAddr>,
     /// The HTTP listener (Passport), for --auth passport.
     #[arg(long)]
     http: Option<SocketAddr>,
@@ -325,7 +326,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<bool> {
     let plan = Plan {
         manifest: a.manifest.canonicalize().unwrap_or(a.manifest.clone()),
         users,
-        ns: a.ns,
+        ns: a.ns.clone(),
         http: a.http,
         auth,
         mix,

@@ -29,7 +29,8 @@ pub struct Plan {
     pub manifest: PathBuf,
     /// Users `0..users` of the manifest take part.
     pub users: usize,
-    pub ns: SocketAddr,
+    /// The notification servers (gateways); user `u` signs in to `ns[u % ns.len()]`.
+    pub ns: Vec<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub auth: AuthMode,
     /// `(dialect, percent)`.
@@ -88,6 +89,10 @@ fn secs_us(s: f64) -> u64 {
 }
 
 impl Plan {
+    pub fn ns_of(&self, user: u32) -> SocketAddr {
+        self.ns[user as usize % self.ns.len()]
+    }
+
     pub fn owner(&self, user: u32) -> usize {
         user as usize % self.workers
     }
@@ -211,7 +216,7 @@ mod tests {
         Plan {
             manifest: PathBuf::new(),
             users: 100,
-            ns: "127.0.0.1:1863".parse().unwrap(),
+            ns: vec!["127.0.0.1:1863".parse().unwrap()],
             http: None,
             auth: AuthMode::Md5,
             mix: vec![(12, 100)],

@@ -414,7 +414,7 @@ struct Session {
 async fn sign_in(shared: &Arc<Shared>, me: u32, at: u64, churn: bool) -> anyhow::Result<Session> {
     let d = shared.dialect(me);
     let email = shared.manifest.email(me as usize);
-    let stream = conn::connect(shared.source(), shared.plan.ns).await?;
+    let stream = conn::connect(shared.source(), shared.plan.ns_of(me)).await?;
     let t_connect = now_us();
     let mut c = Conn::new(stream, d);
     let ignore = |_f: Frame| {};
@@ -606,7 +606,9 @@ impl Session {
     /// carrying the change's number and planned time for the watchers to check.
     async fn change(&mut self, shared: &Shared, seq: u32, at: u64) -> anyhow::Result<()> {
         sleep_until_us(at).await;
-        let tag = format!("lg:{seq}:{at}");
+        // The run's epoch makes the tag this run's: a name stored by an earlier run
+        // (MSNP2–10 names are durable) is not taken for one of this run's changes.
+        let tag = format!("lg:{}:{seq}:{at}", shared.plan.epoch_us);
         let d = self.dialect;
         if d >= 11 {
             let doc = format!("<Data><PSM>{tag}</PSM><CurrentMedia></CurrentMedia></Data>");
@@ -672,7 +674,7 @@ impl Session {
                 if let Some((seq, planned)) = text
                     .split_once("<PSM>lg:")
                     .and_then(|(_, rest)| rest.split_once("</PSM>"))
-                    .and_then(|(tag, _)| parse_tag(tag))
+                    .and_then(|(tag, _)| parse_tag(shared.plan.epoch_us, tag))
                 {
                     shared.receipt(self.me, sender, seq, planned);
                 }
@@ -693,7 +695,10 @@ impl Session {
                 };
                 if let Some(name) = f.args.get(name_at) {
                     let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-                    if let Some((seq, planned)) = name.strip_prefix("lg:").and_then(parse_tag) {
+                    if let Some((seq, planned)) = name
+                        .strip_prefix("lg:")
+                        .and_then(|t| parse_tag(shared.plan.epoch_us, t))
+                    {
                         shared.receipt(self.me, sender, seq, planned);
                     }
                 }
@@ -727,10 +732,15 @@ impl Session {
     }
 }
 
-/// `seq:planned_us`.
-fn parse_tag(tag: &str) -> Option<(u32, u64)> {
-    let (seq, planned) = tag.split_once(':')?;
-    Some((seq.parse().ok()?, planned.trim().parse().ok()?))
+/// `run:seq:planned_us` of this run (`run` is the plan's epoch) → `(seq, planned_us)`.
+fn parse_tag(run: u64, tag: &str) -> Option<(u32, u64)> {
+    let mut parts = tag.splitn(3, ':');
+    if parts.next()?.parse::<u64>().ok()? != run {
+        return None;
+    }
+    let seq = parts.next()?.parse().ok()?;
+    let planned = parts.next()?.trim().parse().ok()?;
+    Some((seq, planned))
 }
 
 /// My name on a switchboard: `email;{guid}` for MSNP16+.
@@ -850,5 +860,18 @@ async fn answer(shared: &Shared, me: u32, d: u8, rng: Frame) -> anyhow::Result<(
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tag;
+
+    #[test]
+    fn only_this_runs_tags_count() {
+        assert_eq!(parse_tag(77, "77:3:123456"), Some((3, 123456)));
+        assert_eq!(parse_tag(77, "76:3:123456"), None, "an earlier run's name");
+        assert_eq!(parse_tag(77, "77:x:1"), None);
+        assert_eq!(parse_tag(77, "77:3"), None);
     }
 }
