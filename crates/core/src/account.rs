@@ -14,9 +14,13 @@ pub struct UserId(pub i64);
 ///
 /// Parse, don't validate: every `Email` in the system has passed [`Email::parse`], so it
 /// can be written into a command line as one token.
+///
+/// Shared, not copied: a session's roster, its watch list and the bus's fan-out maps all
+/// hold the addresses of the same contacts, so a clone is a reference count (one heap
+/// string per address read, not one per place it is kept).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Email(String);
+pub struct Email(std::sync::Arc<str>);
 
 /// Longest sign-in name we accept; Passport allowed 129 characters.
 pub const MAX_EMAIL_LEN: usize = 129;
@@ -43,7 +47,7 @@ impl Email {
         {
             return Err(bad());
         }
-        Ok(Email(s.to_ascii_lowercase()))
+        Ok(Email(s.to_ascii_lowercase().into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -66,7 +70,7 @@ impl TryFrom<String> for Email {
 
 impl From<Email> for String {
     fn from(e: Email) -> String {
-        e.0
+        e.0.to_string()
     }
 }
 
