@@ -939,11 +939,13 @@ async fn with_postgres_unreachable_sign_in_fails_with_an_error_and_chats_go_on()
         ("carol@example.com", "Carol"),
         ("dave@example.com", "Dave"),
         ("erin@example.com", "Erin"),
+        ("frank@example.com", "Frank"),
     ] {
         net.add_user(e, "pw", n).await;
     }
     let mut carol = online(&net, 0, "carol@example.com").await;
     let mut dave = online(&net, 1, "dave@example.com").await;
+    let _frank = online(&net, 1, "frank@example.com").await;
     add_online_contact(&mut dave, &mut carol, "carol@example.com").await;
     let (mut a, mut b, _) = chat(
         &mut carol,
@@ -971,6 +973,11 @@ async fn with_postgres_unreachable_sign_in_fails_with_an_error_and_chats_go_on()
     .await
     .expect("Passport answers while Postgres is down");
     assert_eq!(login, Err(500));
+    // Inviting someone who is online needs the store (their privacy): the caller is told
+    // the server failed (501), not that they are offline (217).
+    a.timeout = TIMEOUT * 2;
+    let tr = a.cmd("CAL", "frank@example.com").await;
+    assert_eq!(a.next_line().await, format!("501 {tr}"));
     // The chat is in the shard's memory: it goes on.
     talk(&mut a, "carol@example.com", &mut b, "dave@example.com").await;
 

@@ -706,9 +706,18 @@ impl Conn {
             self.error(ErrorCode::TooRapid, Some(tr));
             return Ok(());
         }
-        if !self.reachable(&my_email, &invitee).await {
-            self.error(ErrorCode::NotOnline, Some(tr));
-            return Ok(());
+        match self.reachable(&my_email, &invitee).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.error(ErrorCode::NotOnline, Some(tr));
+                return Ok(());
+            }
+            // The store could not answer: say so, rather than that the invitee is offline.
+            Err(e) => {
+                warn!(error = %e, "Invitee lookup failed");
+                self.error(ErrorCode::DatabaseError, Some(tr));
+                return Ok(());
+            }
         }
         self.shard.with(|s| {
             if let Some(cs) = s.get_mut(&sid) {
@@ -746,8 +755,13 @@ impl Conn {
         })
     }
 
-    /// The invitee is signed in, not appearing offline, and does not block me.
-    async fn reachable(&self, me: &Email, invitee: &Email) -> bool {
+    /// The invitee is signed in, not appearing offline, and does not block me; `Err` when
+    /// the store could not say (the caller is told 501, not that the invitee is offline).
+    async fn reachable(
+        &self,
+        me: &Email,
+        invitee: &Email,
+    ) -> Result<bool, butterfly_core::store::StoreError> {
         let online = self
             .deps
             .bus
@@ -756,19 +770,17 @@ impl Conn {
             .into_iter()
             .any(|(_, p)| p.status != Status::Hidden);
         if !online {
-            return false;
+            return Ok(false);
         }
-        let (Ok(Some(them)), Ok(Some(me))) = (
-            self.deps.store.account_by_email(invitee).await,
-            self.deps.store.account_by_email(me).await,
-        ) else {
-            return false;
+        let store = &self.deps.store;
+        let (them, me) = (
+            store.account_by_email(invitee).await?,
+            store.account_by_email(me).await?,
+        );
+        let (Some(them), Some(me)) = (them, me) else {
+            return Ok(false);
         };
-        self.deps
-            .store
-            .peer_view(them.id, me.id)
-            .await
-            .is_ok_and(|v| v.lets_me_see())
+        Ok(store.peer_view(them.id, me.id).await?.lets_me_see())
     }
 }
 
