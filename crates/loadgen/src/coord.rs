@@ -38,7 +38,8 @@ pub struct ServerUse {
     pub before: Sample,
     pub after_ramp: Sample,
     pub after_steady: Sample,
-    /// (RSS after the ramp − before) ÷ users online after the ramp.
+    /// (RSS after the ramp − before) ÷ all users online after the ramp (with several
+    /// gateways, each holds only its share: see [`Report::kib_per_user_all_servers`]).
     pub kib_per_connection: f64,
     /// CPU seconds in the ramp per 1,000 sign-ins.
     pub cpu_secs_per_1000_signins: f64,
@@ -55,6 +56,9 @@ pub struct Report {
     pub errors: HashMap<String, u64>,
     pub rates: Rates,
     pub server: Vec<ServerUse>,
+    /// The RSS growth over the ramp of every `--server-pid` together ÷ users online: what
+    /// a user costs the whole cluster.
+    pub kib_per_user_all_servers: Option<f64>,
     pub failed_thresholds: Vec<String>,
 }
 
@@ -155,7 +159,15 @@ pub async fn run(
     {
         failed.push(format!("sign-ins {} < {min}", stats.count("signins")));
     }
+    let kib_per_user_all_servers = (!server.is_empty()).then(|| {
+        server
+            .iter()
+            .map(|s| s.after_ramp.rss_kib as f64 - s.before.rss_kib as f64)
+            .sum::<f64>()
+            / stats.count("signins").max(1) as f64
+    });
     let report = Report {
+        kib_per_user_all_servers,
         password_cost: manifest.password_cost.clone(),
         plan,
         latencies,
@@ -424,6 +436,9 @@ fn print_table(r: &Report) {
             s.cpu_secs_per_1000_signins,
             s.cpu_secs_per_1000_messages
         );
+    }
+    if let (Some(kib), true) = (r.kib_per_user_all_servers, r.server.len() > 1) {
+        println!("all server processes together: {kib:.2} KiB per signed-in user");
     }
     for f in &r.failed_thresholds {
         println!("THRESHOLD FAILED: {f}");

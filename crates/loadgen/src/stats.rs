@@ -42,7 +42,7 @@ pub const LATENCIES: [(&str, &str); 10] = [
 ];
 
 /// Counters, in report order.
-pub const COUNTERS: [&str; 13] = [
+pub const COUNTERS: [&str; 14] = [
     "signins",
     "presence_changes",
     "notifications",
@@ -56,6 +56,8 @@ pub const COUNTERS: [&str; 13] = [
     "messages_received",
     "churned",
     "signouts",
+    // Scheduled actions of users that were not signed in (their failure is counted once).
+    "skipped_actions",
 ];
 
 #[derive(Debug, Clone)]

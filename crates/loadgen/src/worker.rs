@@ -210,8 +210,15 @@ pub async fn run(plan_path: &std::path::Path, index: usize) -> anyhow::Result<()
                     },
                     Action::Churn { .. } => Cmd::Churn { at },
                 };
-                if tx.try_send(cmd).is_err() {
-                    shared.error("generator: a user fell behind its schedule");
+                match tx.try_send(cmd) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        shared.error("generator: a user fell behind its schedule");
+                    }
+                    // Its sign-in failed (counted then) or its connection was lost.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        shared.stats().add("skipped_actions", 1);
+                    }
                 }
             }
         }
