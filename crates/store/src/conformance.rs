@@ -107,6 +107,71 @@ pub async fn roaming_profiles(store: Arc<dyn Store>) {
     assert_eq!(store.profile(alice.id).await.unwrap(), Profile::default());
 }
 
+/// The accounts and pairs a bulk-load check writes: a triangle (`bulk0`–`bulk2`), a pair
+/// (`bulk3`, `bulk4`) and `bulk5` alone. Load them with the store's `bulk_load`, then
+/// hand the ids to [`bulk_loaded_network`].
+pub fn bulk_network() -> (Vec<NewAccount>, Vec<(u32, u32)>) {
+    let accounts = (0..6)
+        .map(|i| NewAccount {
+            email: email(&format!("bulk{i}")),
+            friendly_name: format!("bulk{i}"),
+            password_hash: format!("$argon2id$fake$bulk{i}"),
+            legacy_md5: (i % 2 == 0).then(|| LegacyMd5::new("pw")),
+        })
+        .collect();
+    (accounts, vec![(0, 1), (1, 2), (2, 0), (3, 4)])
+}
+
+/// After a bulk load of [`bulk_network`]: the accounts as given, each pair mutual on FL,
+/// AL and RL (one list version), nobody else on anyone's lists; and the lists behave as
+/// if made by edits — taking a contact off FL takes the owner off the contact's RL.
+pub async fn bulk_loaded_network(store: Arc<dyn Store>, ids: Vec<UserId>) {
+    let store = &*store;
+    let (accounts, pairs) = bulk_network();
+    assert_eq!(ids.len(), accounts.len());
+    for (i, (id, new)) in ids.iter().zip(&accounts).enumerate() {
+        let a = store
+            .account_by_id(*id)
+            .await
+            .unwrap()
+            .expect("bulk account");
+        assert_eq!(a.email, new.email);
+        assert_eq!(a.legacy_md5.is_some(), i % 2 == 0, "{}", a.email);
+        let roster = store.roster(*id).await.unwrap();
+        let mut partners: Vec<String> = pairs
+            .iter()
+            .filter_map(|&(x, y)| match i as u32 {
+                n if n == x => Some(y),
+                n if n == y => Some(x),
+                _ => None,
+            })
+            .map(|p| format!("bulk{p}"))
+            .collect();
+        partners.sort();
+        let mut have: Vec<String> = roster
+            .contacts
+            .iter()
+            .map(|c| c.email.as_str().trim_end_matches("@example.com").to_owned())
+            .collect();
+        have.sort();
+        assert_eq!(have, partners, "contacts of bulk{i}");
+        for p in &partners {
+            assert_eq!(lists(&roster, p), FL | AL | RL, "bulk{i} about {p}");
+        }
+        assert_eq!(roster.version, u64::from(!partners.is_empty()), "bulk{i}");
+    }
+    let owner = store.account_by_id(ids[0]).await.unwrap().unwrap();
+    ok(store, &owner, remove(List::Forward, "bulk1")).await;
+    assert_eq!(
+        lists(&store.roster(ids[0]).await.unwrap(), "bulk1"),
+        AL | RL
+    );
+    assert_eq!(
+        lists(&store.roster(ids[1]).await.unwrap(), "bulk0"),
+        FL | AL
+    );
+}
+
 /// `name@example.com`.
 pub fn email(name: &str) -> Email {
     Email::parse(&format!("{name}@example.com")).unwrap()

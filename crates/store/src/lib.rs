@@ -36,6 +36,7 @@
 //! are checked against one database kind, and that is Postgres here (its offline data in
 //! `.sqlx/` lets the crate build without any database).
 
+mod bulk;
 mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -44,6 +45,7 @@ mod oims;
 mod postgres;
 mod profiles;
 
+pub use bulk::BulkError;
 pub use postgres::{PG_MIGRATOR, PgOptions, PgStore};
 
 use std::path::Path;

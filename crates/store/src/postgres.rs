@@ -1,6 +1,7 @@
 //! The Postgres implementation of the [`Store`] port, for the distributed mode; how it
 //! keeps edits atomic across processes is on [`PgStore`].
 
+mod bulk;
 mod lists;
 mod oims;
 mod profiles;
