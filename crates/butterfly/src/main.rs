@@ -50,6 +50,24 @@ enum UserCommand {
         #[arg(long)]
         legacy_md5: bool,
     },
+    /// Create COUNT accounts PREFIX0@DOMAIN … at once (one transaction; one password hash
+    /// shared by all, so the cost is paid once), for load tests. Their contact lists stay
+    /// empty: `butterfly-loadgen seed` also writes a contact graph.
+    BulkAdd {
+        /// Accounts are PREFIX0@DOMAIN, PREFIX1@DOMAIN, …
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value = "loadgen.example.com")]
+        domain: String,
+        /// Every account's password.
+        #[arg(long)]
+        password: String,
+        /// Also allow MSNP2–7 sign-in (an MD5 secret per account; see `user add`).
+        #[arg(long)]
+        legacy_md5: bool,
+    },
     /// List accounts.
     List,
     /// Change a password (and the legacy MD5 secret).
@@ -108,6 +126,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = butterfly::open_store(&settings).await?;
             db.close().await;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::User(UserCommand::BulkAdd {
+            prefix,
+            count,
+            domain,
+            password,
+            legacy_md5,
+        }) => {
+            let settings = Settings::resolve(&cli.common, &ServeArgs::default())?;
+            let db = butterfly::open_store(&settings).await?;
+            let cost = settings.password_cost;
+            let started = std::time::Instant::now();
+            let password_hash = hash(cost, password.clone()).await?;
+            let accounts = (0..count)
+                .map(|i| {
+                    Ok(NewAccount {
+                        email: email(&format!("{prefix}{i}@{domain}"))?,
+                        friendly_name: format!("{prefix}{i}"),
+                        password_hash: password_hash.clone(),
+                        legacy_md5: legacy_md5.then(|| LegacyMd5::new(&password)),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let added = match &db {
+                butterfly::Database::Sqlite(s) => s.bulk_load(&accounts, &[]).await,
+                butterfly::Database::Postgres(s) => s.bulk_load(&accounts, &[]).await,
+            };
+            db.close().await;
+            let ids = added?;
+            println!(
+                "added {} accounts {prefix}0@{domain} … {prefix}{}@{domain} in {:.2} s; password \
+                 hash argon2id m={} KiB, t={}, p={} (one hash, shared){}",
+                ids.len(),
+                count.saturating_sub(1),
+                started.elapsed().as_secs_f64(),
+                cost.memory_kib,
+                cost.iterations,
+                cost.parallelism,
+                if legacy_md5 {
+                    "; MD5 secrets for MSNP2–7"
+                } else {
+                    ""
+                }
+            );
             Ok(())
         }
         Command::User(cmd) => {
@@ -210,6 +273,7 @@ async fn user(store: &dyn Store, cost: PasswordCost, cmd: UserCommand) -> anyhow
                 Err(e) => return Err(e.into()),
             }
         }
+        UserCommand::BulkAdd { .. } => bail!("bulk-add is handled before opening the store"),
         UserCommand::List => {
             for a in store.accounts().await? {
                 let md5 = if a.legacy_md5.is_some() {

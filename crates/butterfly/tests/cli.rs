@@ -287,3 +287,50 @@ async fn serve_prints_listeners_and_drains_on_sigterm() {
     assert!(status.success(), "{status:?}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `user bulk-add`: many accounts in one go, usable like any other (listed, MD5 secret
+/// when asked); a second run with names that exist fails and adds nothing.
+#[test]
+fn bulk_add_creates_numbered_accounts() {
+    let d = temp_dir("bulk");
+    let dir = dir_arg(&d);
+    let args = [
+        "user",
+        "bulk-add",
+        "--prefix",
+        "load",
+        "--count",
+        "3",
+        "--domain",
+        "example.com",
+        "--password",
+        "pw",
+        "--legacy-md5",
+        "--data-dir",
+        &dir,
+    ];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("added 3 accounts load0@example.com … load2@example.com"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("argon2id m=64 KiB, t=1"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["user", "list", "--data-dir", &dir]);
+    assert_eq!(
+        stdout(&o),
+        "load0@example.com\tload0  legacy-md5\nload1@example.com\tload1  legacy-md5\n\
+         load2@example.com\tload2  legacy-md5\n"
+    );
+    let o = run(&args);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("exists already"), "{}", stderr(&o));
+    let o = run(&["user", "list", "--data-dir", &dir]);
+    assert_eq!(stdout(&o).lines().count(), 3);
+    let _ = std::fs::remove_dir_all(&d);
+}
