@@ -77,6 +77,10 @@ struct SeedArgs {
     /// Where to write the manifest.
     #[arg(long, default_value = "loadgen-manifest.json")]
     manifest: PathBuf,
+    /// Write through `Store::edit`, one transaction per list entry (as the servers' own
+    /// edits do), instead of the stores' bulk load (one transaction for everything).
+    #[arg(long)]
+    one_by_one: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -216,13 +220,30 @@ async fn seed_cmd(a: SeedArgs) -> anyhow::Result<()> {
     } else {
         Degrees::Fixed(a.contacts)
     };
+    // One transaction for everything (the stores' bulk load), unless --one-by-one.
+    let bulk = |accounts: Vec<butterfly_core::account::NewAccount>| {
+        let graph = butterfly_loadgen::graph::Graph::generate(a.users, degrees, a.graph_seed);
+        async move {
+            let graph = graph?;
+            let pairs: Vec<(u32, u32)> = graph.edges().collect();
+            anyhow::Ok((accounts, pairs))
+        }
+    };
+    let started = std::time::Instant::now();
     let manifest = match (&a.data_dir, &a.database_url) {
         (Some(dir), _) => {
             let store = SqliteStore::open(&dir.join("butterfly.db"))
                 .await
                 .with_context(|| format!("opening the database in {}", dir.display()))?;
             store.migrate().await.context("migrating the database")?;
-            let m = seed::seed(&store, &a.prefix, a.users, degrees, a.graph_seed, cost).await;
+            let m = if a.one_by_one {
+                seed::seed(&store, &a.prefix, a.users, degrees, a.graph_seed, cost).await
+            } else {
+                let (accounts, pairs) =
+                    bulk(seed::new_accounts(&a.prefix, a.users, cost).await?).await?;
+                let ids = store.bulk_load(&accounts, &pairs).await?;
+                Ok(bulk_manifest(&a, degrees, cost, ids, pairs.len(), started))
+            };
             store.close().await;
             m?
         }
@@ -231,19 +252,49 @@ async fn seed_cmd(a: SeedArgs) -> anyhow::Result<()> {
                 .await
                 .context("connecting to Postgres")?;
             store.migrate().await.context("migrating the database")?;
-            seed::seed(
-                &store as &dyn Store,
-                &a.prefix,
-                a.users,
-                degrees,
-                a.graph_seed,
-                cost,
-            )
-            .await?
+            if a.one_by_one {
+                seed::seed(
+                    &store as &dyn Store,
+                    &a.prefix,
+                    a.users,
+                    degrees,
+                    a.graph_seed,
+                    cost,
+                )
+                .await?
+            } else {
+                let (accounts, pairs) =
+                    bulk(seed::new_accounts(&a.prefix, a.users, cost).await?).await?;
+                let ids = store.bulk_load(&accounts, &pairs).await?;
+                bulk_manifest(&a, degrees, cost, ids, pairs.len(), started)
+            }
         }
         (None, None) => bail!("give --data-dir or --database-url"),
     };
     write_manifest(&a.manifest, &manifest)
+}
+
+fn bulk_manifest(
+    a: &SeedArgs,
+    degrees: Degrees,
+    cost: PasswordCost,
+    ids: Vec<butterfly_core::account::UserId>,
+    pairs: usize,
+    started: std::time::Instant,
+) -> Manifest {
+    eprintln!(
+        "seed: {} accounts ({}) and {pairs} mutual pairs in one transaction, {:.1} s",
+        ids.len(),
+        seed::describe(cost),
+        started.elapsed().as_secs_f64()
+    );
+    seed::manifest(
+        &a.prefix,
+        degrees,
+        a.graph_seed,
+        ids.into_iter().map(|i| i.0).collect(),
+        cost,
+    )
 }
 
 fn write_manifest(path: &std::path::Path, m: &Manifest) -> anyhow::Result<()> {

@@ -71,6 +71,58 @@ pub fn describe(cost: PasswordCost) -> String {
     )
 }
 
+/// The accounts of a seeding (hashed at `cost`, one hash per core at a time), in order.
+pub async fn new_accounts(
+    prefix: &str,
+    users: usize,
+    cost: PasswordCost,
+) -> anyhow::Result<Vec<NewAccount>> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let progress = Progress::new("password hashes", users);
+    let accounts = futures::stream::iter(0..users)
+        .map(|i| {
+            let progress = &progress;
+            async move {
+                let pw = password(prefix, i);
+                let md5 = LegacyMd5::new(&pw);
+                let hash = tokio::task::spawn_blocking(move || cost.hash(&pw))
+                    .await
+                    .context("hashing task")?
+                    .context("hashing a password")?;
+                progress.tick();
+                anyhow::Ok(NewAccount {
+                    email: Email::parse(&email(prefix, i))?,
+                    friendly_name: format!("{prefix}{i}"),
+                    password_hash: hash,
+                    legacy_md5: Some(md5),
+                })
+            }
+        })
+        .buffered(cores)
+        .try_collect()
+        .await?;
+    progress.done();
+    Ok(accounts)
+}
+
+/// The manifest of a seeding done some other way (the stores' `bulk_load`).
+pub fn manifest(
+    prefix: &str,
+    degrees: Degrees,
+    graph_seed: u64,
+    ids: Vec<i64>,
+    cost: PasswordCost,
+) -> Manifest {
+    Manifest {
+        prefix: prefix.to_owned(),
+        users: ids.len(),
+        degrees,
+        graph_seed,
+        ids,
+        password_cost: describe(cost),
+    }
+}
+
 /// Create `users` accounts named `{prefix}{i}@load.example.com` (password
 /// `pw-{prefix}-{i}`, argon2id at `cost` plus the MSNP2–7 MD5 secret) and make every pair
 /// of the graph mutual contacts (each on the other's forward list). Progress on stderr.
