@@ -59,6 +59,8 @@ pub struct Report {
     /// The RSS growth over the ramp of every `--server-pid` together ÷ users online: what
     /// a user costs the whole cluster.
     pub kib_per_user_all_servers: Option<f64>,
+    /// What makes some figures less than they seem (printed, and kept here).
+    pub warnings: Vec<String>,
     pub failed_thresholds: Vec<String>,
 }
 
@@ -166,7 +168,19 @@ pub async fn run(
             .sum::<f64>()
             / stats.count("signins").max(1) as f64
     });
+    let mut warnings = Vec::new();
+    let last_signin = stats.count("max_signin_done_us");
+    if last_signin > plan.steady_start() {
+        warnings.push(format!(
+            "the ramp ended {:.1} s after the steady phase began (the server or the generator \
+             fell behind the planned sign-in rate): changes and chats planned for users not \
+             yet online waited or were refused; use a lower --ramp-rate or a longer \
+             --settle-secs for clean steady-state figures",
+            (last_signin - plan.steady_start()) as f64 / 1e6
+        ));
+    }
     let report = Report {
+        warnings,
         kib_per_user_all_servers,
         password_cost: manifest.password_cost.clone(),
         plan,
@@ -439,6 +453,9 @@ fn print_table(r: &Report) {
     }
     if let (Some(kib), true) = (r.kib_per_user_all_servers, r.server.len() > 1) {
         println!("all server processes together: {kib:.2} KiB per signed-in user");
+    }
+    for w in &r.warnings {
+        println!("WARNING: {w}");
     }
     for f in &r.failed_thresholds {
         println!("THRESHOLD FAILED: {f}");
