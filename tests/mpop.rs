@@ -16,9 +16,7 @@ const TEXT: &[u8] = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF
 
 /// A machine GUID as the server writes it back: lower case, without braces.
 fn guid(c: &Client) -> String {
-    c.machine_guid
-        .trim_matches(|c| c == '{' || c == '}')
-        .to_ascii_lowercase()
+    msnp::mpop::normalize_guid(&c.machine_guid)
 }
 
 /// One machine as its account's own machines are shown it.

@@ -600,11 +600,7 @@ async fn one_account_on_two_gateways() {
     net.add_user("alice@example.com", "pw", "Alice").await;
     let mut home = net.login(0, 18, "alice@example.com", "pw").await;
     let mut laptop = net.login(1, 18, "alice@example.com", "pw").await;
-    let machine = |c: &Client| {
-        c.machine_guid
-            .trim_matches(|c| c == '{' || c == '}')
-            .to_ascii_lowercase()
-    };
+    let machine = |c: &Client| msnp::mpop::normalize_guid(&c.machine_guid);
     let (h, l) = (machine(&home), machine(&laptop));
     let shows = |doc: &[u8], guid: &str, state: &str| {
         String::from_utf8_lossy(doc).contains(&format!(

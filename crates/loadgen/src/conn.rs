@@ -125,32 +125,12 @@ impl Conn {
     }
 }
 
-/// The challenge answer (`QRY`) for a `CHL` in dialect `d`: the product id and the answer.
-pub fn challenge_answer(d: u8, challenge: &str) -> (&'static str, String) {
-    match d {
-        ..=7 => (
-            "msmsgs@msnmsgr.com",
-            msnp::auth::challenge_response_md5(challenge, "Q1P7W2E4J9R8U3S5"),
-        ),
-        8..=10 => (
-            "PROD0038W!61ZTF9",
-            msnp::auth::challenge_response_md5(challenge, "VT6PX?UQTM4WM%YR"),
-        ),
-        11..=12 => {
-            let (id, key) = ("PROD0090YUAUV{2B", "YMM8C_H7KCQ2S_KL");
-            (id, msnp::auth::challenge_response_v11(challenge, id, key))
-        }
-        13..=14 => {
-            let (id, key) = ("PROD01065C%ZFN6F", "O4BG@C7BWLYQX?5G");
-            (id, msnp::auth::challenge_response_v11(challenge, id, key))
-        }
-        15..=17 => {
-            let (id, key) = ("PROD0113H11T8$X_", "RG@XY*28Q5QHS%Q5");
-            (id, msnp::auth::challenge_response_v11(challenge, id, key))
-        }
-        _ => {
-            let (id, key) = ("PROD0120PW!CCV9@", "C1BX{V4W}Q3*10SM");
-            (id, msnp::auth::challenge_response_v11(challenge, id, key))
-        }
-    }
+/// The challenge answer (`QRY`) for a `CHL` in dialect `d`: the product id and the answer,
+/// with a product of the protocol crate's table that clients of `d` use.
+pub fn challenge_answer(d: u8, challenge: &str) -> anyhow::Result<(&'static str, String)> {
+    let product = msnp::auth::client_product(d)
+        .ok_or_else(|| anyhow!("a challenge in MSNP{d}, which has none"))?;
+    let answer = msnp::auth::expected_qry(d, challenge, product.id)
+        .ok_or_else(|| anyhow!("no challenge answer for MSNP{d}"))?;
+    Ok((product.id, answer))
 }

@@ -666,7 +666,7 @@ impl Session {
         match f.verb.as_str() {
             "CHL" => {
                 let challenge = f.args.get(1).cloned().unwrap_or_default();
-                let (id, answer) = conn::challenge_answer(self.dialect, &challenge);
+                let (id, answer) = conn::challenge_answer(self.dialect, &challenge)?;
                 self.conn
                     .cmd_payload(b"QRY", &[id], answer.into_bytes())
                     .await?;

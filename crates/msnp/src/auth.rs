@@ -182,6 +182,15 @@ pub const PRODUCTS: &[Product] = &[
     row("PROD0120PW!CCV9@", "C1BX{V4W}Q3*10SM", 18, 21),
 ];
 
+/// A product a client of `dialect` may answer challenges with: the first of [`PRODUCTS`]
+/// whose range holds it (`None` before MSNP6, which has no challenges).
+#[must_use]
+pub fn client_product(dialect: u8) -> Option<&'static Product> {
+    PRODUCTS
+        .iter()
+        .find(|p| (p.min_dialect..=p.max_dialect).contains(&dialect))
+}
+
 /// Looks up a product id (exact, case-sensitive) in [`PRODUCTS`].
 #[must_use]
 pub fn product(id: &str) -> Option<&'static Product> {
@@ -377,6 +386,19 @@ pub fn verify_mbi_blob(secret: &[u8], nonce: &str, blob_b64: &str) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_dialect_with_challenges_has_a_client_product_the_server_accepts() {
+        assert!(client_product(5).is_none());
+        for d in 6..=18 {
+            let p = client_product(d).unwrap_or_else(|| panic!("MSNP{d}"));
+            let answer = expected_qry(d, "22210219642164014968", p.id).expect("in range");
+            assert!(
+                verify_qry(d, "22210219642164014968", p.id, &answer),
+                "MSNP{d}"
+            );
+        }
+    }
 
     #[test]
     fn md5_login_vector() {

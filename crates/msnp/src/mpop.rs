@@ -15,6 +15,13 @@ use quick_xml::Reader;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 
+/// A machine GUID as it is kept and compared: lower case, without braces (clients write
+/// `{…}` in either case).
+pub fn normalize_guid(guid: &str) -> String {
+    guid.trim_matches(|c| c == '{' || c == '}')
+        .to_ascii_lowercase()
+}
+
 /// Elements deep: `PrivateEndpointData` > `EpName`.
 const MAX_DEPTH: usize = 2;
 /// The most characters kept of a value (WLM limits machine names far below this).

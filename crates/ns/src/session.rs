@@ -943,7 +943,7 @@ impl<S: Stream> Session<S> {
                 if !proven || (self.dialect() >= 16 && machine_guid.is_none()) {
                     return self.auth_failed(tr);
                 }
-                let endpoint = machine_guid.as_deref().map(normalize_guid);
+                let endpoint = machine_guid.as_deref().map(msnp::mpop::normalize_guid);
                 match self.deps.store.account_by_id(UserId(claims.uid)).await {
                     Ok(Some(a)) if a.email == email => self.signed_in(tr, a, endpoint).await,
                     Ok(_) => self.auth_failed(tr),
@@ -1710,7 +1710,7 @@ impl<S: Stream> Session<S> {
     /// it is signed in and does not block me; else 217.
     async fn uun(&mut self, tr: TrId, target: &str, kind: u32, payload: Bytes) -> Flow {
         let (email, endpoint) = match target.split_once(';') {
-            Some((e, g)) => (e, Some(normalize_guid(g))),
+            Some((e, g)) => (e, Some(msnp::mpop::normalize_guid(g))),
             None => (target, None),
         };
         let Ok(email) = Email::parse(email) else {
@@ -2096,12 +2096,6 @@ fn is_data_document(payload: &[u8]) -> bool {
     let rest = &payload[start..];
     rest.strip_prefix(b"<Data")
         .is_some_and(|r| matches!(r.first(), Some(b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n')))
-}
-
-/// A machine GUID as stored and compared: lower case, no braces.
-fn normalize_guid(guid: &str) -> String {
-    guid.trim_matches(|c| c == '{' || c == '}')
-        .to_ascii_lowercase()
 }
 
 /// `t=…&p=…` → the `t` value (our JWT); a bare token is accepted as is.

@@ -105,12 +105,6 @@ enum Outbound {
     },
 }
 
-/// A machine GUID as the NS keeps it: lower case, no braces.
-fn normalize_guid(guid: &str) -> String {
-    guid.trim_matches(|c| c == '{' || c == '}')
-        .to_ascii_lowercase()
-}
-
 /// The names an MSNP16+ receiver is told a participant by: `email;{guid}` first, then the
 /// plain address (what WLM 2009 lists in its window) — the plain one only for the
 /// account's first machine in the session (`plain`); older receivers only the plain one.
@@ -561,7 +555,7 @@ impl Conn {
             .next()?;
         // A machine of a user signed in on several (MSNP16+) joins as itself: its own
         // capabilities and dialect, not those of the machine that published last.
-        if let Some(guid) = endpoint.as_deref().map(normalize_guid) {
+        if let Some(guid) = endpoint.as_deref().map(msnp::mpop::normalize_guid) {
             let mine = self
                 .deps
                 .bus
@@ -683,7 +677,7 @@ impl Conn {
                 sb_address: self.config.public_address.clone(),
                 inviter: my_email.clone(),
                 inviter_friendly: my_name.clone(),
-                inviter_endpoint: me.endpoint.as_deref().map(normalize_guid),
+                inviter_endpoint: me.endpoint.as_deref().map(msnp::mpop::normalize_guid),
             };
             self.deps.bus.send(&my_email, ring).await;
             self.send(Frame::new(b"CAL").arg(tr).arg("RINGING").arg(sid));
