@@ -64,24 +64,7 @@ async fn chg(c: &mut Client, status: &str, caps: &str) -> Vec<String> {
 }
 
 async fn answer_challenges(c: &mut Client) -> Vec<String> {
-    let mut rest = Vec::new();
-    for f in c.barrier().await {
-        let l = line_of(&f);
-        if let Some(chl) = l.strip_prefix("CHL 0 ") {
-            let (id, key) = match c.dialect {
-                ..=12 => ("PROD0090YUAUV{2B", "YMM8C_H7KCQ2S_KL"),
-                13..=14 => ("PROD01065C%ZFN6F", "O4BG@C7BWLYQX?5G"),
-                15..=17 => ("PROD0113H11T8$X_", "RG@XY*28Q5QHS%Q5"),
-                _ => ("PROD0120PW!CCV9@", "C1BX{V4W}Q3*10SM"),
-            };
-            let answer = msnp::auth::challenge_response_v11(chl, id, key);
-            let tr = c.cmd_payload("QRY", id, answer.into_bytes()).await;
-            assert_eq!(c.next_line().await, format!("QRY {tr}"));
-        } else {
-            rest.push(l);
-        }
-    }
-    rest
+    c.barrier_answering().await.iter().map(line_of).collect()
 }
 
 async fn ml(c: &mut Client, verb: &str, doc: &str) {

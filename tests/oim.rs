@@ -32,22 +32,7 @@ async fn first_chg(c: &mut Client) -> Vec<Frame> {
     let d = c.dialect;
     let tr = c.cmd("CHG", &format!("NLN {} 0", caps(d))).await;
     assert_eq!(c.next_line().await, format!("CHG {tr} NLN {} 0", caps(d)));
-    let mut rest = Vec::new();
-    for f in c.barrier().await {
-        let l = line_of(&f);
-        if let Some(chl) = l.strip_prefix("CHL 0 ") {
-            let (id, key) = match d {
-                15..=17 => ("PROD0113H11T8$X_", "RG@XY*28Q5QHS%Q5"),
-                _ => ("PROD0120PW!CCV9@", "C1BX{V4W}Q3*10SM"),
-            };
-            let answer = msnp::auth::challenge_response_v11(chl, id, key);
-            let tr = c.cmd_payload("QRY", id, answer.into_bytes()).await;
-            assert_eq!(c.next_line().await, format!("QRY {tr}"));
-        } else {
-            rest.push(f);
-        }
-    }
-    rest
+    c.barrier_answering().await
 }
 
 fn text(f: &Frame) -> String {

@@ -300,21 +300,7 @@ impl Conn {
             if f.verb.as_str() == "CHL"
                 && let Some(chl) = f.args.get(1)
             {
-                let (id, answer) = if d >= 11 {
-                    (
-                        "PROD0090YUAUV{2B",
-                        msnp::auth::challenge_response_v11(
-                            chl,
-                            "PROD0090YUAUV{2B",
-                            "YMM8C_H7KCQ2S_KL",
-                        ),
-                    )
-                } else {
-                    (
-                        "msmsgs@msnmsgr.com",
-                        msnp::auth::challenge_response_md5(chl, "Q1P7W2E4J9R8U3S5"),
-                    )
-                };
+                let (id, answer) = butterfly_loadgen::conn::challenge_answer(d, chl)?;
                 let tr = self.next_tr;
                 self.next_tr += 1;
                 self.send(line(&format!("QRY {tr} {id}"))?.payload(answer.into_bytes()))

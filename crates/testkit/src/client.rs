@@ -189,6 +189,33 @@ impl Client {
         }
     }
 
+    /// [`Client::barrier`], answering any challenge on the way (`CHL` → `QRY` with a
+    /// product clients of this dialect use, `msnp::auth::client_product`): the other
+    /// frames that came before the barrier.
+    pub async fn barrier_answering(&mut self) -> Vec<Frame> {
+        let mut rest = Vec::new();
+        for f in self.barrier().await {
+            if f.verb.as_str() != "CHL" {
+                rest.push(f);
+                continue;
+            }
+            let d = self.dialect;
+            let product = msnp::auth::client_product(d).expect("a dialect with challenges");
+            let answer = msnp::auth::expected_qry(d, &f.args[1], product.id)
+                .expect("the product is in range");
+            let tr = self
+                .cmd_payload("QRY", product.id, answer.into_bytes())
+                .await;
+            assert_eq!(
+                self.next_line().await,
+                format!("QRY {tr}"),
+                "{}",
+                self.email
+            );
+        }
+        rest
+    }
+
     /// VER (+ CVR), USR in the dialect's method, and the post-login lines.
     pub async fn login(&mut self, http: SocketAddr, email: &str, password: &str) {
         self.email = email.to_owned();
