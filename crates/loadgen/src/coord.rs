@@ -98,7 +98,7 @@ pub async fn run(
         std::env::temp_dir().join(format!("butterfly-loadgen-{}.json", std::process::id()));
     std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)
         .with_context(|| format!("writing {}", plan_path.display()))?;
-    let result = drive(&plan, &plan_path, exe, &manifest, &server_pids).await;
+    let result = drive(&plan, &plan_path, exe, &server_pids).await;
     let _ = std::fs::remove_file(&plan_path);
     let (stats, last_receipts, server) = result?;
 
@@ -206,7 +206,6 @@ async fn drive(
     plan: &Plan,
     plan_path: &std::path::Path,
     exe: PathBuf,
-    manifest: &Manifest,
     server_pids: &[u32],
 ) -> anyhow::Result<(Stats, Receipts, Vec<ServerUse>)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, anyhow::Result<Out>)>();
@@ -368,7 +367,6 @@ async fn drive(
             })
         })
         .collect();
-    let _ = manifest;
     Ok((merged, receipts, server))
 }
 

@@ -221,31 +221,29 @@ async fn seed_cmd(a: SeedArgs) -> anyhow::Result<()> {
         Degrees::Fixed(a.contacts)
     };
     // One transaction for everything (the stores' bulk load), unless --one-by-one.
-    let bulk = |accounts: Vec<butterfly_core::account::NewAccount>| {
-        let graph = butterfly_loadgen::graph::Graph::generate(a.users, degrees, a.graph_seed);
-        async move {
-            let graph = graph?;
-            let pairs: Vec<(u32, u32)> = graph.edges().collect();
-            anyhow::Ok((accounts, pairs))
-        }
-    };
     let started = std::time::Instant::now();
-    let manifest = match (&a.data_dir, &a.database_url) {
+    let (prefix, users, seed_no) = (a.prefix.as_str(), a.users, a.graph_seed);
+    let ids = match (&a.data_dir, &a.database_url) {
         (Some(dir), _) => {
             let store = SqliteStore::open(&dir.join("butterfly.db"))
                 .await
                 .with_context(|| format!("opening the database in {}", dir.display()))?;
             store.migrate().await.context("migrating the database")?;
-            let m = if a.one_by_one {
-                seed::seed(&store, &a.prefix, a.users, degrees, a.graph_seed, cost).await
+            let ids = if a.one_by_one {
+                seed::seed(&store, prefix, users, degrees, seed_no, cost)
+                    .await
+                    .map(|m| m.ids)
             } else {
                 let (accounts, pairs) =
-                    bulk(seed::new_accounts(&a.prefix, a.users, cost).await?).await?;
-                let ids = store.bulk_load(&accounts, &pairs).await?;
-                Ok(bulk_manifest(&a, degrees, cost, ids, pairs.len(), started))
+                    seed::bulk_input(prefix, users, degrees, seed_no, cost).await?;
+                store
+                    .bulk_load(&accounts, &pairs)
+                    .await
+                    .map(|ids| ids.into_iter().map(|i| i.0).collect())
+                    .map_err(anyhow::Error::from)
             };
             store.close().await;
-            m?
+            ids?
         }
         (None, Some(url)) => {
             let store = PgStore::connect(url, PgOptions::default())
@@ -253,48 +251,27 @@ async fn seed_cmd(a: SeedArgs) -> anyhow::Result<()> {
                 .context("connecting to Postgres")?;
             store.migrate().await.context("migrating the database")?;
             if a.one_by_one {
-                seed::seed(
-                    &store as &dyn Store,
-                    &a.prefix,
-                    a.users,
-                    degrees,
-                    a.graph_seed,
-                    cost,
-                )
-                .await?
+                seed::seed(&store as &dyn Store, prefix, users, degrees, seed_no, cost)
+                    .await?
+                    .ids
             } else {
                 let (accounts, pairs) =
-                    bulk(seed::new_accounts(&a.prefix, a.users, cost).await?).await?;
+                    seed::bulk_input(prefix, users, degrees, seed_no, cost).await?;
                 let ids = store.bulk_load(&accounts, &pairs).await?;
-                bulk_manifest(&a, degrees, cost, ids, pairs.len(), started)
+                ids.into_iter().map(|i| i.0).collect()
             }
         }
         (None, None) => bail!("give --data-dir or --database-url"),
     };
+    if !a.one_by_one {
+        eprintln!(
+            "seed: {users} accounts ({}) and their mutual pairs in one transaction, {:.1} s",
+            seed::describe(cost),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let manifest = seed::manifest(prefix, degrees, seed_no, ids, cost);
     write_manifest(&a.manifest, &manifest)
-}
-
-fn bulk_manifest(
-    a: &SeedArgs,
-    degrees: Degrees,
-    cost: PasswordCost,
-    ids: Vec<butterfly_core::account::UserId>,
-    pairs: usize,
-    started: std::time::Instant,
-) -> Manifest {
-    eprintln!(
-        "seed: {} accounts ({}) and {pairs} mutual pairs in one transaction, {:.1} s",
-        ids.len(),
-        seed::describe(cost),
-        started.elapsed().as_secs_f64()
-    );
-    seed::manifest(
-        &a.prefix,
-        degrees,
-        a.graph_seed,
-        ids.into_iter().map(|i| i.0).collect(),
-        cost,
-    )
 }
 
 fn write_manifest(path: &std::path::Path, m: &Manifest) -> anyhow::Result<()> {

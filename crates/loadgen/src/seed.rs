@@ -71,6 +71,20 @@ pub fn describe(cost: PasswordCost) -> String {
     )
 }
 
+/// The accounts and mutual pairs of a seeding, for the stores' `bulk_load`.
+pub async fn bulk_input(
+    prefix: &str,
+    users: usize,
+    degrees: Degrees,
+    graph_seed: u64,
+    cost: PasswordCost,
+) -> anyhow::Result<(Vec<NewAccount>, Vec<(u32, u32)>)> {
+    let pairs = Graph::generate(users, degrees, graph_seed)?
+        .edges()
+        .collect();
+    Ok((new_accounts(prefix, users, cost).await?, pairs))
+}
+
 /// The accounts of a seeding (hashed at `cost`, one hash per core at a time), in order.
 pub async fn new_accounts(
     prefix: &str,
@@ -105,7 +119,7 @@ pub async fn new_accounts(
     Ok(accounts)
 }
 
-/// The manifest of a seeding done some other way (the stores' `bulk_load`).
+/// What a run needs to know of a seeding.
 pub fn manifest(
     prefix: &str,
     degrees: Degrees,
@@ -136,33 +150,23 @@ pub async fn seed(
 ) -> anyhow::Result<Manifest> {
     let graph = Graph::generate(users, degrees, graph_seed)?;
     let started = Instant::now();
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let accounts = new_accounts(prefix, users, cost).await?;
     let progress = Progress::new("accounts", users);
     // In order (`buffered`), so ids come back in user order.
-    let ids: Vec<i64> = futures::stream::iter(0..users)
-        .map(|i| {
+    let ids: Vec<i64> = futures::stream::iter(accounts)
+        .map(|account| {
             let progress = &progress;
             async move {
-                let pw = password(prefix, i);
-                let md5 = LegacyMd5::new(&pw);
-                let hash = tokio::task::spawn_blocking(move || cost.hash(&pw))
+                let email = account.email.clone();
+                let created = store
+                    .create_account(account)
                     .await
-                    .context("hashing task")?
-                    .context("hashing a password")?;
-                let account = store
-                    .create_account(NewAccount {
-                        email: Email::parse(&email(prefix, i))?,
-                        friendly_name: format!("{prefix}{i}"),
-                        password_hash: hash,
-                        legacy_md5: Some(md5),
-                    })
-                    .await
-                    .with_context(|| format!("creating {}", email(prefix, i)))?;
+                    .with_context(|| format!("creating {email}"))?;
                 progress.tick();
-                anyhow::Ok(account.id.0)
+                anyhow::Ok(created.id.0)
             }
         })
-        .buffered(cores * 2)
+        .buffered(8)
         .try_collect()
         .await?;
     progress.done();
@@ -206,14 +210,7 @@ pub async fn seed(
         graph.max_degree(),
         started.elapsed().as_secs_f64()
     );
-    Ok(Manifest {
-        prefix: prefix.to_owned(),
-        users,
-        degrees,
-        graph_seed,
-        ids,
-        password_cost: describe(cost),
-    })
+    Ok(manifest(prefix, degrees, graph_seed, ids, cost))
 }
 
 /// A count printed to stderr at most once a second.

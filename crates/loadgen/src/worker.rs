@@ -60,6 +60,14 @@ enum Cmd {
     SignOut,
 }
 
+#[derive(Default)]
+struct Receipts {
+    /// (receiver, sender) → the last change seen.
+    seen: HashMap<(u32, u32), u32>,
+    /// (sender, seq) → (planned, the latest receipt).
+    last: HashMap<(u32, u32), (u64, u64)>,
+}
+
 /// What every user task of this worker shares.
 struct Shared {
     plan: Plan,
@@ -71,10 +79,8 @@ struct Shared {
     stats: Mutex<Stats>,
     /// Presence receipts count until the accounting window closes.
     accounting: AtomicBool,
-    /// (receiver, sender) → the last change seen.
-    seen: Mutex<HashMap<(u32, u32), u32>>,
-    /// (sender, seq) → (planned, the latest receipt).
-    last_receipt: Mutex<HashMap<(u32, u32), (u64, u64)>>,
+    /// What my users were shown, under one lock (taken once per notification).
+    receipts: Mutex<Receipts>,
     /// The last change each of my users sent successfully.
     sent: Mutex<HashMap<u32, u32>>,
     online: AtomicUsize,
@@ -120,8 +126,10 @@ impl Shared {
         }
         let now = now_us();
         let (dup, gap) = {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            let last = seen.entry((receiver, sender)).or_insert(0);
+            let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
+            let e = receipts.last.entry((sender, seq)).or_insert((planned, now));
+            e.1 = e.1.max(now);
+            let last = receipts.seen.entry((receiver, sender)).or_insert(0);
             if seq <= *last {
                 (1, 0)
             } else {
@@ -130,11 +138,6 @@ impl Shared {
                 (0, gap)
             }
         };
-        {
-            let mut lr = self.last_receipt.lock().unwrap_or_else(|e| e.into_inner());
-            let e = lr.entry((sender, seq)).or_insert((planned, now));
-            e.1 = e.1.max(now);
-        }
         let mut stats = self.stats();
         stats.record("fanout", now.saturating_sub(planned));
         stats.add("notifications", 1);
@@ -168,8 +171,7 @@ pub async fn run(plan_path: &std::path::Path, index: usize) -> anyhow::Result<()
         next_source: AtomicUsize::new(index),
         stats: Mutex::new(Stats::default()),
         accounting: AtomicBool::new(true),
-        seen: Mutex::new(HashMap::new()),
-        last_receipt: Mutex::new(HashMap::new()),
+        receipts: Mutex::new(Receipts::default()),
         sent: Mutex::new(HashMap::new()),
         online: AtomicUsize::new(0),
     });
@@ -262,9 +264,10 @@ pub async fn run(plan_path: &std::path::Path, index: usize) -> anyhow::Result<()
     }
     progress.abort();
     let last_receipts = shared
-        .last_receipt
+        .receipts
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+        .last
         .iter()
         .map(|(&(s, q), &(p, r))| (s, q, p, r))
         .collect();
@@ -284,7 +287,8 @@ fn check(shared: &Shared, finals: &[u32]) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let seen = shared.seen.lock().unwrap_or_else(|e| e.into_inner());
+    let receipts = shared.receipts.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = &receipts.seen;
     let (mut expected, mut missed) = (0u64, 0u64);
     for (receiver, _) in alive.iter().enumerate().filter(|(_, a)| **a) {
         let receiver = receiver as u32;
@@ -298,7 +302,7 @@ fn check(shared: &Shared, finals: &[u32]) {
             missed += u64::from(last.saturating_sub(got));
         }
     }
-    drop(seen);
+    drop(receipts);
     let mut stats = shared.stats();
     stats.add("notifications_expected", expected);
     stats.add("missed", missed);
