@@ -91,29 +91,32 @@ impl State {
         user: &Email,
         session: SessionId,
         change: impl FnOnce(&mut Self),
-    ) -> Vec<Fanout> {
+    ) -> [Option<Fanout>; 2] {
         let before = self.effective(user).cloned();
         change(self);
-        let mut out = Vec::new();
         let after = self.effective(user);
-        if before.as_ref() != after {
-            out.push(Fanout {
-                sinks: self.fanout.watcher_sinks(user),
-                event: Event::Presence {
-                    user: user.clone(),
-                    presence: after.cloned(),
-                },
+        let watchers = (before.as_ref() != after).then(|| Fanout {
+            sinks: self.fanout.watcher_sinks(user),
+            event: Event::Presence {
+                user: user.clone(),
+                presence: after.cloned(),
+            },
+        });
+        // Most users have one session: no list of sinks to build for them.
+        let siblings = self
+            .fanout
+            .sessions_of(user)
+            .iter()
+            .any(|s| *s != session)
+            .then(|| {
+                let mut sinks = self.fanout.user_sinks(user);
+                sinks.retain(|sink| sink.session() != session);
+                Fanout {
+                    sinks,
+                    event: Event::User(UserEvent::EndpointsChanged { session }),
+                }
             });
-        }
-        let mut siblings = self.fanout.user_sinks(user);
-        siblings.retain(|sink| sink.session() != session);
-        if !siblings.is_empty() {
-            out.push(Fanout {
-                sinks: siblings,
-                event: Event::User(UserEvent::EndpointsChanged { session }),
-            });
-        }
-        out
+        [watchers, siblings]
     }
 }
 
@@ -170,7 +173,7 @@ impl MemoryBus {
             }
             state.changing(&user, session, change)
         };
-        for Fanout { sinks, event } in fanouts {
+        for Fanout { sinks, event } in fanouts.into_iter().flatten() {
             deliver(&sinks, event);
         }
     }

@@ -162,6 +162,9 @@ struct Online {
     /// The status my own client was last shown for my account (CHG, or NLN about myself
     /// when another of my machines changed it; MSNP16+).
     shown_self: Option<Status>,
+    /// Another of my machines has a presence (MSNP16+): read at sign-in, and again on
+    /// every `EndpointsChanged`, so a machine alone does not read the bus on each change.
+    company: bool,
     session: SessionId,
     roster: Roster,
     /// My presence, set by CHG; None until the first CHG.
@@ -1010,6 +1013,8 @@ impl<S: Stream> Session<S> {
             endpoint: endpoint.clone(),
         };
         bus.send(&account.email, elsewhere).await;
+        // The others that are online already (a machine signing in later tells us).
+        let company = endpoint.is_some() && !bus.endpoints(&account.email).await.is_empty();
         let watch: Vec<Email> = roster
             .on_list(List::Forward)
             .map(|c| c.email.clone())
@@ -1068,6 +1073,7 @@ impl<S: Stream> Session<S> {
             endpoint,
             machine: None,
             shown_self: None,
+            company,
             session,
             roster,
             presence: None,
@@ -1171,9 +1177,7 @@ impl<S: Stream> Session<S> {
             self.deps.bus.publish_presence(session, Some(p)).await;
         }
         self.send(Frame::new(b"UUX").arg(tr).arg(0));
-        if self.me().presence.is_some() {
-            self.show_my_machines(false).await;
-        }
+        self.show_my_machines(false).await;
         Ok(())
     }
 
@@ -1185,12 +1189,19 @@ impl<S: Stream> Session<S> {
     async fn show_my_machines(&mut self, changed_elsewhere: bool) {
         let d = self.dialect();
         let me = self.me();
-        if d < 16 || me.endpoint.is_none() || me.presence.is_none() {
+        if d < 16 || me.endpoint.is_none() || (!changed_elsewhere && !me.company) {
             return;
         }
         let email = me.email.clone();
         let machines = self.deps.bus.endpoints(&email).await;
-        if !changed_elsewhere && machines.len() < 2 {
+        let mine = me.endpoint.clone();
+        let company = machines
+            .iter()
+            .any(|p| p.endpoint.as_ref().map(|e| &e.guid) != mine.as_ref());
+        let me = self.me_mut();
+        me.company = company;
+        // Nothing is shown before my first CHG (but whether I have company is kept).
+        if me.presence.is_none() || (!company && !changed_elsewhere) {
             return;
         }
         // My account as my contacts see it: the presence one of my machines published last.
@@ -1859,11 +1870,7 @@ impl<S: Stream> Session<S> {
         }
         // With several machines signed in (MSNP16+), the edit may have come from another
         // one: "your address book changed" makes this one fetch it (a delta).
-        let me = self.me();
-        if self.dialect() >= 16
-            && me.endpoint.is_some()
-            && self.deps.bus.endpoints(&me.email).await.len() > 1
-        {
+        if self.dialect() >= 16 && self.me().company {
             let not = self.address_book_changed();
             self.send(not);
         }
