@@ -167,6 +167,10 @@ struct Online {
     company: bool,
     session: SessionId,
     roster: Roster,
+    /// `roster` is the one read at sign-in and no `SYN` has been answered yet: the first
+    /// `SYN` (which MSNP2–12 clients send right after signing in) sends it as it is
+    /// instead of reading it again.
+    roster_unsent: bool,
     /// My presence, set by CHG; None until the first CHG.
     presence: Option<Presence>,
     /// My latest UUX document (also carried by `presence` once there is one).
@@ -489,7 +493,13 @@ impl<S: Stream> Session<S> {
             }
             NsCommand::Sdg { .. } => Ok(()),
             NsCommand::Syn { tr, .. } => {
-                let roster = self.deps.store.roster(self.me().id).await;
+                let me = self.me_mut();
+                let roster = if std::mem::take(&mut me.roster_unsent) {
+                    Ok(std::mem::take(&mut me.roster))
+                } else {
+                    let id = me.id;
+                    self.deps.store.roster(id).await
+                };
                 match roster {
                     Ok(r) => {
                         for f in sync::syn(self.dialect(), tr, &r) {
@@ -990,14 +1000,6 @@ impl<S: Stream> Session<S> {
 
     /// `endpoint`: the machine GUID an MSNP16+ client signed in with (normalised).
     async fn signed_in(&mut self, tr: TrId, account: Account, endpoint: Option<String>) -> Flow {
-        let roster = match self.deps.store.roster(account.id).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "Roster load failed at sign-in");
-                self.error(ErrorCode::DatabaseError, Some(tr));
-                return Err(Close::Refused);
-            }
-        };
         tracing::Span::current().record("user", account.email.as_str());
         let bus = self.deps.bus.clone();
         let session = match bus.attach(&account.email, self.inbox_tx.clone()).await {
@@ -1005,6 +1007,18 @@ impl<S: Stream> Session<S> {
             Err(e) => {
                 warn!(error = %e, "Session registration failed at sign-in");
                 self.error(ErrorCode::ServerUnavailable, Some(tr));
+                return Err(Close::Refused);
+            }
+        };
+        // Read after joining the bus: a list change from now on reaches the inbox as an
+        // event (which reads the roster again), so this copy misses nothing and the first
+        // SYN can answer from it.
+        let roster = match self.deps.store.roster(account.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "Roster load failed at sign-in");
+                bus.detach(session).await;
+                self.error(ErrorCode::DatabaseError, Some(tr));
                 return Err(Close::Refused);
             }
         };
@@ -1076,6 +1090,7 @@ impl<S: Stream> Session<S> {
             company,
             session,
             roster,
+            roster_unsent: true,
             presence: None,
             personal: None,
             watched,

@@ -8,7 +8,7 @@
 use std::fmt::Display;
 
 use butterfly_core::account::{Account, Email, LegacyMd5, UserId};
-use butterfly_core::lists::{Gtc, ListMask, Privacy, TombstoneKind};
+use butterfly_core::lists::{Contact, Group, Gtc, ListMask, PeerView, Privacy, TombstoneKind};
 use butterfly_core::store::StoreError;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -65,6 +65,82 @@ pub(crate) fn privacy(column: &str, s: &str) -> Result<Privacy, StoreError> {
 
 pub(crate) fn gtc(column: &str, s: &str) -> Result<Gtc, StoreError> {
     Gtc::parse(s).ok_or_else(|| corrupt(column, s))
+}
+
+/// A JSON value a roster statement folded rows into (`lists::load_roster` of either
+/// backend), decoded; `what` names the rows in the error.
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+/// One `list_groups` row as a roster statement folds it: `[number, guid, name, changed_at]`.
+#[derive(serde::Deserialize)]
+pub(crate) struct GroupRow(i64, String, String, i64);
+
+impl GroupRow {
+    pub(crate) fn into_group(self) -> Result<Group, StoreError> {
+        let GroupRow(number, guid_text, name, changed_at) = self;
+        Ok(Group {
+            number: group_number("list_groups.number", number)?,
+            guid: guid("list_groups.guid", &guid_text)?,
+            name,
+            changed_at,
+        })
+    }
+}
+
+/// One contact as a roster statement folds it: `[contact, email, friendly_name, nickname,
+/// guid, lists, changed_at, the contact's privacy, the contact's lists of the owner,
+/// [group numbers]]`.
+#[derive(serde::Deserialize)]
+pub(crate) struct ContactRow(
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    String,
+    i64,
+    Vec<i64>,
+);
+
+impl ContactRow {
+    pub(crate) fn into_contact(self) -> Result<Contact, StoreError> {
+        let ContactRow(
+            user,
+            email_text,
+            friendly_name,
+            nickname,
+            guid_text,
+            lists,
+            changed_at,
+            peer_privacy,
+            peer_lists,
+            groups,
+        ) = self;
+        Ok(Contact {
+            user: UserId(user),
+            email: email("users.email", &email_text)?,
+            friendly_name,
+            nickname,
+            guid: guid("contacts.guid", &guid_text)?,
+            lists: mask("contacts.lists", lists)?,
+            groups: groups
+                .into_iter()
+                .map(|n| group_number("contact_groups.number", n))
+                .collect::<Result<_, _>>()?,
+            peer: PeerView {
+                privacy: privacy("users.privacy", &peer_privacy)?,
+                lists_of_me: mask("contacts.lists", peer_lists)?,
+            },
+            changed_at,
+        })
+    }
 }
 
 /// `ab_tombstones.kind` as stored.

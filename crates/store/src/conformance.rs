@@ -56,6 +56,7 @@ where
         allow_and_block_are_exclusive,
         groups_and_membership,
         settings_nicknames_and_peer_views,
+        roster_text_comes_back_as_written,
         delete_account_cascades,
         change_stamps_order_edits_and_mark_rows,
         settings_edits_stamp_the_owner,
@@ -610,6 +611,82 @@ pub async fn groups_and_membership(store: Arc<dyn Store>) {
             .contact(&email("bob"))
             .is_none()
     );
+}
+
+/// Names, nicknames, group names and property values come back exactly as written, with
+/// every character a roster read has to quote or escape (both stores fold a roster into
+/// JSON in one statement), and a contact in several groups keeps them all, in order.
+pub async fn roster_text_comes_back_as_written(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let tricky = "Quote \" back\\slash ünïcödé 漢字 😀 <&> %20 [1,2] {}";
+    ok(
+        store,
+        &bob,
+        ListOp::SetFriendlyName(format!("bob {tricky}")),
+    )
+    .await;
+    ok(
+        store,
+        &alice,
+        ListOp::SetFriendlyName(format!("alice {tricky}")),
+    )
+    .await;
+    for name in [format!("group {tricky}"), "\"second\"".to_string()] {
+        ok(store, &alice, ListOp::AddGroup { name }).await;
+    }
+    ok(store, &alice, add_to_group("bob", GroupRef::Number(2))).await;
+    ok(store, &alice, add_to_group("bob", GroupRef::Number(1))).await;
+    let guid = store
+        .roster(alice.id)
+        .await
+        .unwrap()
+        .contact(&bob.email)
+        .unwrap()
+        .guid;
+    let nickname = format!("my {tricky}");
+    ok(
+        store,
+        &alice,
+        ListOp::SetNickname {
+            contact: guid,
+            name: nickname.clone(),
+        },
+    )
+    .await;
+    ok(
+        store,
+        &alice,
+        ListOp::SetProperty {
+            key: "PHH".into(),
+            value: format!("+1 {tricky}"),
+        },
+    )
+    .await;
+
+    let a = store.roster(alice.id).await.unwrap();
+    assert_eq!(a.friendly_name, format!("alice {tricky}"));
+    let names: Vec<_> = a
+        .groups
+        .iter()
+        .map(|g| (g.number, g.name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [(1, format!("group {tricky}").as_str()), (2, "\"second\"")]
+    );
+    let b = a.contact(&bob.email).unwrap();
+    assert_eq!(b.friendly_name, format!("bob {tricky}"));
+    assert_eq!(b.nickname.as_deref(), Some(nickname.as_str()));
+    assert_eq!(b.groups, [1, 2]);
+    assert_eq!(b.lists.0, FL);
+    assert_eq!(a.properties, [("PHH".to_string(), format!("+1 {tricky}"))]);
+    // Bob's side: Alice on his reverse list, with her name as she wrote it.
+    let r = store.roster(bob.id).await.unwrap();
+    let a_seen = r.contact(&alice.email).unwrap();
+    assert_eq!(a_seen.friendly_name, format!("alice {tricky}"));
+    assert_eq!((a_seen.lists.0, a_seen.peer.lists_of_me.0), (RL, FL));
 }
 
 /// BLP, GTC, friendly name, phone properties (empty clears), nicknames, and the peer view a

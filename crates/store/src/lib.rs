@@ -14,7 +14,8 @@
 //! - One writer connection, many readers. SQLite admits one writer at a time anyway;
 //!   queueing writers on our own pool (in order) rather than in SQLite's sleep-and-retry
 //!   busy handler means a burst of edits to one user cannot starve one of them into
-//!   `SQLITE_BUSY`. Readers run beside the writer on WAL snapshots.
+//!   `SQLITE_BUSY`. Readers run beside the writer on WAL snapshots; they are lent by
+//!   `readers.rs`, without the round trips sqlx's pool adds.
 //! - Every multi-statement write starts with `BEGIN IMMEDIATE`, taking the write lock
 //!   before reading, so the roster an edit is decided on is the one it writes over (no lost
 //!   updates), and another process on the same file (a `butterfly` admin command) waits
@@ -44,6 +45,7 @@ mod lists;
 mod oims;
 mod postgres;
 mod profiles;
+mod readers;
 
 pub use bulk::BulkError;
 pub use postgres::{PG_MIGRATOR, PgOptions, PgStore};
@@ -67,6 +69,7 @@ use sqlx::sqlite::{
 };
 
 use crate::codec::{ACCOUNT_COLUMNS, backend};
+use crate::readers::Readers;
 
 /// The SQLite schema history, embedded at compile time from `migrations/sqlite`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -77,6 +80,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reader connections for a file database.
 const READERS: u32 = 8;
+/// How long a read may queue for a reader connection.
+const READ_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Expired tombstones one deletion purges at most: bounded work per edit, yet more than
 /// the one tombstone it adds, so an owner's backlog shrinks.
@@ -98,7 +103,7 @@ pub(crate) fn purge_cutoff(now: i64) -> i64 {
 pub struct SqliteStore {
     /// Connections for reads; each read that needs more than one statement runs in a
     /// transaction, i.e. on one WAL snapshot.
-    read: SqlitePool,
+    read: Readers,
     /// At most one connection: every write goes through it.
     write: SqlitePool,
 }
@@ -152,14 +157,14 @@ impl SqliteStore {
         let read = if in_memory {
             // Each connection to `:memory:` would be a database of its own (or need
             // shared-cache locking); one connection serves both roles.
-            write.clone()
+            Readers::Writer(write.clone())
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(READERS)
-                // Readers must never write: that would bypass the writer queue.
-                .connect_with(options.pragma("query_only", "ON"))
-                .await
-                .map_err(backend)?
+            // Readers must never write: that would bypass the writer queue.
+            Readers::new(
+                options.pragma("query_only", "ON"),
+                READERS,
+                READ_QUEUE_TIMEOUT,
+            )
         };
         Ok(SqliteStore { read, write })
     }
@@ -214,7 +219,7 @@ impl Store for SqliteStore {
             "SELECT {ACCOUNT_COLUMNS} FROM users WHERE email = ?"
         ))
         .bind(email.as_str())
-        .fetch_optional(&self.read)
+        .fetch_optional(&mut *self.read.get().await?)
         .await
         .map_err(backend)?
         .as_ref()
@@ -225,7 +230,7 @@ impl Store for SqliteStore {
     async fn account_by_id(&self, id: UserId) -> Result<Option<Account>, StoreError> {
         sqlx::query(&format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE id = ?"))
             .bind(id.0)
-            .fetch_optional(&self.read)
+            .fetch_optional(&mut *self.read.get().await?)
             .await
             .map_err(backend)?
             .as_ref()
@@ -237,7 +242,7 @@ impl Store for SqliteStore {
         sqlx::query(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM users ORDER BY email"
         ))
-        .fetch_all(&self.read)
+        .fetch_all(&mut *self.read.get().await?)
         .await
         .map_err(backend)?
         .iter()
@@ -320,16 +325,16 @@ impl Store for SqliteStore {
     }
 
     /// An unknown owner (say, deleted meanwhile) has an empty roster with `owner: None`.
+    /// One statement, so one snapshot: no transaction needed.
     async fn roster(&self, owner: UserId) -> Result<Roster, StoreError> {
-        let mut tx = self.read.begin().await.map_err(backend)?;
-        let roster = lists::load_roster(&mut tx, owner).await?;
-        tx.commit().await.map_err(backend)?;
+        let mut conn = self.read.get().await?;
+        let roster = lists::load_roster(&mut conn, owner).await?;
         Ok(roster.unwrap_or_default())
     }
 
     /// An unknown `owner` shows nothing to anyone (`BLP BL`, no lists): fails closed.
     async fn peer_view(&self, owner: UserId, viewer: UserId) -> Result<PeerView, StoreError> {
-        let mut conn = self.read.acquire().await.map_err(backend)?;
+        let mut conn = self.read.get().await?;
         lists::peer_view(&mut conn, owner, viewer).await
     }
 
@@ -383,7 +388,7 @@ impl Store for SqliteStore {
     }
 
     async fn tombstones(&self, owner: UserId, since: i64) -> Result<Vec<Tombstone>, StoreError> {
-        let mut conn = self.read.acquire().await.map_err(backend)?;
+        let mut conn = self.read.get().await?;
         lists::tombstones(&mut conn, owner, since).await
     }
 
@@ -392,7 +397,7 @@ impl Store for SqliteStore {
     }
 
     async fn oims(&self, recipient: UserId) -> Result<Vec<OimMeta>, StoreError> {
-        oims::list(&self.read, recipient).await
+        oims::list(&mut *self.read.get().await?, recipient).await
     }
 
     async fn oim_get(
@@ -409,7 +414,7 @@ impl Store for SqliteStore {
     }
 
     async fn profile(&self, owner: UserId) -> Result<Profile, StoreError> {
-        profiles::get(&self.read, owner).await
+        profiles::get(&mut *self.read.get().await?, owner).await
     }
 
     async fn update_profile(&self, owner: UserId, edit: ProfileEdit) -> Result<(), StoreError> {

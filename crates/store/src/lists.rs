@@ -8,12 +8,9 @@
 //! stamps every row it writes with the stamp it is given, and a deleted contact row or
 //! group leaves a tombstone in the same transaction.
 
-use std::collections::HashMap;
-
 use butterfly_core::account::{Email, UserId};
 use butterfly_core::lists::{
-    Contact, Group, List, ListMask, Mutation, PeerView, Privacy, Roster, Target, Tombstone,
-    TombstoneKind,
+    Contact, List, ListMask, Mutation, PeerView, Privacy, Roster, Target, Tombstone, TombstoneKind,
 };
 use butterfly_core::store::StoreError;
 use sqlx::SqliteConnection;
@@ -24,16 +21,40 @@ use crate::{PURGE_BATCH, purge_cutoff};
 
 /// The owner's lists and settings, or `None` when there is no such account.
 ///
-/// Five queries whatever the list length: the user row, groups, contacts (joined with each
-/// contact's account for the current friendly name and privacy, and with the contact's row
-/// about the owner for the peer view), group memberships, properties.
+/// One statement whatever the list length: the user row, with its groups, contacts (joined
+/// with each contact's account for the current friendly name and privacy, with the
+/// contact's row about the owner for the peer view, and with their group memberships) and
+/// properties each folded into a JSON array. Sign-in reads a roster, and sqlx runs every
+/// SQLite statement on the connection's thread and hands each result row back through a
+/// channel: five statements and a row per contact cost more in thread hand-offs than the
+/// reading itself (docs/BENCHMARKS.md §4.3). One statement is also one snapshot, so
+/// `roster` needs no transaction.
 pub(crate) async fn load_roster(
     conn: &mut SqliteConnection,
     owner: UserId,
 ) -> Result<Option<Roster>, StoreError> {
-    let Some(user) = sqlx::query(
-        "SELECT friendly_name, privacy, gtc, list_version, ab_stamp, settings_changed_at \
-         FROM users WHERE id = ?",
+    // `json(…)` around each subquery keeps its result JSON (not a string) inside the
+    // enclosing array; aggregate ORDER BY needs SQLite 3.44 (the bundled one is 3.46).
+    let Some(row) = sqlx::query(
+        "SELECT u.friendly_name, u.privacy, u.gtc, u.list_version, u.ab_stamp, \
+                u.settings_changed_at, \
+           (SELECT json_group_array(json_array(g.number, g.guid, g.name, g.changed_at) \
+                                    ORDER BY g.number) \
+              FROM list_groups g WHERE g.owner = u.id) AS groups, \
+           (SELECT json_group_array(json_array( \
+                     c.contact, p.email, p.friendly_name, c.nickname, c.guid, c.lists, \
+                     c.changed_at, p.privacy, COALESCE(r.lists, 0), \
+                     json((SELECT json_group_array(m.number ORDER BY m.number) \
+                             FROM contact_groups m \
+                            WHERE m.owner = c.owner AND m.contact = c.contact))) \
+                   ORDER BY p.email) \
+              FROM contacts c \
+              JOIN users p ON p.id = c.contact \
+              LEFT JOIN contacts r ON r.owner = c.contact AND r.contact = c.owner \
+             WHERE c.owner = u.id) AS contacts, \
+           (SELECT json_group_array(json_array(key, value) ORDER BY key) \
+              FROM properties WHERE owner = u.id) AS properties \
+         FROM users u WHERE u.id = ?",
     )
     .bind(owner.0)
     .fetch_optional(&mut *conn)
@@ -42,94 +63,32 @@ pub(crate) async fn load_roster(
     else {
         return Ok(None);
     };
+    let json = |column: &str| -> Result<String, StoreError> { get(&row, column) };
 
-    let groups = sqlx::query(
-        "SELECT number, guid, name, changed_at FROM list_groups WHERE owner = ? ORDER BY number",
-    )
-    .bind(owner.0)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend)?
-    .iter()
-    .map(|row| {
-        Ok(Group {
-            number: codec::group_number("list_groups.number", get(row, "number")?)?,
-            guid: codec::guid("list_groups.guid", get(row, "guid")?)?,
-            name: get(row, "name")?,
-            changed_at: get(row, "changed_at")?,
-        })
-    })
-    .collect::<Result<Vec<_>, StoreError>>()?;
-
-    let mut memberships: HashMap<i64, Vec<u32>> = HashMap::new();
-    for row in sqlx::query(
-        "SELECT contact, number FROM contact_groups WHERE owner = ? ORDER BY contact, number",
-    )
-    .bind(owner.0)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend)?
-    {
-        let number = codec::group_number("contact_groups.number", get(&row, "number")?)?;
-        memberships
-            .entry(get(&row, "contact")?)
-            .or_default()
-            .push(number);
-    }
-
-    let contacts = sqlx::query(
-        "SELECT c.contact, u.email, u.friendly_name, c.nickname, c.guid, c.lists, c.changed_at, \
-                u.privacy AS peer_privacy, COALESCE(r.lists, 0) AS peer_lists \
-         FROM contacts c \
-         JOIN users u ON u.id = c.contact \
-         LEFT JOIN contacts r ON r.owner = c.contact AND r.contact = c.owner \
-         WHERE c.owner = ? \
-         ORDER BY u.email",
-    )
-    .bind(owner.0)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend)?
-    .iter()
-    .map(|row| {
-        let user: i64 = get(row, "contact")?;
-        Ok(Contact {
-            user: UserId(user),
-            email: codec::email("users.email", get(row, "email")?)?,
-            friendly_name: get(row, "friendly_name")?,
-            nickname: get(row, "nickname")?,
-            guid: codec::guid("contacts.guid", get(row, "guid")?)?,
-            lists: codec::mask("contacts.lists", get(row, "lists")?)?,
-            groups: memberships.remove(&user).unwrap_or_default(),
-            peer: PeerView {
-                privacy: codec::privacy("users.privacy", get(row, "peer_privacy")?)?,
-                lists_of_me: codec::mask("contacts.lists", get(row, "peer_lists")?)?,
-            },
-            changed_at: get(row, "changed_at")?,
-        })
-    })
-    .collect::<Result<Vec<_>, StoreError>>()?;
-
-    let properties = sqlx::query("SELECT key, value FROM properties WHERE owner = ? ORDER BY key")
-        .bind(owner.0)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|row| Ok((get(row, "key")?, get(row, "value")?)))
+    let groups = codec::json::<Vec<codec::GroupRow>>("list_groups", &json("groups")?)?
+        .into_iter()
+        .map(|g| g.into_group())
         .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut contacts = codec::json::<Vec<codec::ContactRow>>("contacts", &json("contacts")?)?
+        .into_iter()
+        .map(|c| c.into_contact())
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // The collect reuses the decoder's buffer, grown by doubling; a session keeps its
+    // roster for as long as it is signed in.
+    contacts.shrink_to_fit();
+    let properties = codec::json::<Vec<(String, String)>>("properties", &json("properties")?)?;
 
     Ok(Some(Roster {
         owner: Some(owner),
-        version: codec::version("users.list_version", get(&user, "list_version")?)?,
-        friendly_name: get(&user, "friendly_name")?,
-        privacy: codec::privacy("users.privacy", get(&user, "privacy")?)?,
-        gtc: codec::gtc("users.gtc", get(&user, "gtc")?)?,
+        version: codec::version("users.list_version", get(&row, "list_version")?)?,
+        friendly_name: get(&row, "friendly_name")?,
+        privacy: codec::privacy("users.privacy", get(&row, "privacy")?)?,
+        gtc: codec::gtc("users.gtc", get(&row, "gtc")?)?,
         groups,
         contacts,
         properties,
-        stamp: get(&user, "ab_stamp")?,
-        settings_changed_at: get(&user, "settings_changed_at")?,
+        stamp: get(&row, "ab_stamp")?,
+        settings_changed_at: get(&row, "settings_changed_at")?,
     }))
 }
 

@@ -6,11 +6,12 @@ use butterfly_core::account::UserId;
 use butterfly_core::lists::now_ms;
 use butterfly_core::oim::{MAX_OIMS_PER_RECIPIENT, Oim, OimMeta, OimNew, OimRefused};
 use butterfly_core::store::StoreError;
-use sqlx::SqlitePool;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use crate::codec::{self, backend, get, guid_text};
+use crate::readers::Readers;
 
 const META_COLUMNS: &str =
     "id, sender, sender_name, received_at, length(CAST(body AS BLOB)) AS size, is_read";
@@ -81,7 +82,10 @@ pub(crate) async fn store(
     }))
 }
 
-pub(crate) async fn list(read: &SqlitePool, recipient: UserId) -> Result<Vec<OimMeta>, StoreError> {
+pub(crate) async fn list(
+    read: &mut SqliteConnection,
+    recipient: UserId,
+) -> Result<Vec<OimMeta>, StoreError> {
     sqlx::query(&format!(
         "SELECT {META_COLUMNS} FROM oims WHERE recipient = ? ORDER BY received_at"
     ))
@@ -95,7 +99,7 @@ pub(crate) async fn list(read: &SqlitePool, recipient: UserId) -> Result<Vec<Oim
 }
 
 pub(crate) async fn get_one(
-    read: &SqlitePool,
+    read: &Readers,
     write: &SqlitePool,
     recipient: UserId,
     id: Uuid,
@@ -109,17 +113,17 @@ pub(crate) async fn get_one(
             .await
             .map_err(backend)?;
     }
-    // After a write, read on the writer: a reader's snapshot could predate it.
-    let pool = if mark_read { write } else { read };
-    let Some(row) = sqlx::query(&format!(
+    let select = format!(
         "SELECT {META_COLUMNS}, run_id, seq, body FROM oims WHERE id = ? AND recipient = ?"
-    ))
-    .bind(guid_text(id))
-    .bind(recipient.0)
-    .fetch_optional(pool)
-    .await
-    .map_err(backend)?
-    else {
+    );
+    let query = sqlx::query(&select).bind(guid_text(id)).bind(recipient.0);
+    // After a write, read on the writer: a reader's snapshot could predate it.
+    let row = if mark_read {
+        query.fetch_optional(write).await
+    } else {
+        query.fetch_optional(&mut *read.get().await?).await
+    };
+    let Some(row) = row.map_err(backend)? else {
         return Ok(None);
     };
     Ok(Some(Oim {

@@ -417,18 +417,13 @@ impl Store for PgStore {
 
     /// An unknown owner (say, deleted meanwhile) has an empty roster with `owner: None`.
     ///
-    /// Read in one REPEATABLE READ transaction: the five queries see one snapshot, as a
-    /// SQLite read transaction does, so the roster never mixes before and after an edit.
+    /// One statement, so one snapshot (as a SQLite read transaction is): the roster never
+    /// mixes before and after an edit.
     async fn roster(&self, owner: UserId) -> Result<Roster, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await
-            .map_err(backend)?;
-        let roster = lists::load_roster(&mut tx, owner)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let roster = lists::load_roster(&mut conn, owner)
             .await
             .map_err(Failure::into_store_error)?;
-        tx.commit().await.map_err(backend)?;
         Ok(roster.unwrap_or_default())
     }
 

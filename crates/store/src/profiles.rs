@@ -4,13 +4,13 @@ use butterfly_core::account::UserId;
 use butterfly_core::lists::now_ms;
 use butterfly_core::profile::{Profile, ProfileEdit, Tile};
 use butterfly_core::store::StoreError;
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::codec::backend;
 
 type Row = (String, i64, Option<String>, Option<Vec<u8>>, i64);
 
-pub(crate) async fn get(read: &SqlitePool, owner: UserId) -> Result<Profile, StoreError> {
+pub(crate) async fn get(read: &mut SqliteConnection, owner: UserId) -> Result<Profile, StoreError> {
     let row: Option<Row> = sqlx::query_as(
         "SELECT psm, psm_changed_at, tile_mime, tile, tile_changed_at FROM profiles WHERE owner = ?",
     )

@@ -12,12 +12,9 @@
 //! Change stamps and tombstones as in SQLite: [`bump`] advances a user's counter with the
 //! list version, [`write`] stamps what it writes, deletions leave tombstones.
 
-use std::collections::HashMap;
-
 use butterfly_core::account::{Email, UserId};
 use butterfly_core::lists::{
-    Contact, Group, List, ListMask, Mutation, PeerView, Privacy, Roster, Target, Tombstone,
-    TombstoneKind,
+    Contact, List, ListMask, Mutation, PeerView, Privacy, Roster, Target, Tombstone, TombstoneKind,
 };
 use butterfly_core::store::StoreError;
 use sqlx::PgConnection;
@@ -63,16 +60,35 @@ pub(crate) async fn try_lock_users(
 
 /// The owner's lists and settings, or `None` when there is no such account.
 ///
-/// Five queries whatever the list length, as in SQLite: the user row, groups, contacts
-/// (joined with each contact's account and with the contact's row about the owner),
-/// group memberships, properties.
+/// One statement whatever the list length, as in SQLite (which says why): the user row
+/// with its groups, contacts (joined with each contact's account, with the contact's row
+/// about the owner, and with their group memberships) and properties each folded into a
+/// JSON array of the same shape SQLite's statement makes. One statement is one snapshot.
 pub(crate) async fn load_roster(
     conn: &mut PgConnection,
     owner: UserId,
 ) -> Result<Option<Roster>, Failure> {
-    let Some(user) = sqlx::query!(
-        "SELECT friendly_name, privacy, gtc, list_version, ab_stamp, settings_changed_at \
-         FROM users WHERE id = $1",
+    // `json_agg` of no rows is NULL, not `[]`.
+    let Some(row) = sqlx::query!(
+        r#"SELECT u.friendly_name, u.privacy, u.gtc, u.list_version, u.ab_stamp,
+                  u.settings_changed_at,
+             (SELECT COALESCE(json_agg(json_build_array(g.number, g.guid, g.name, g.changed_at)
+                                       ORDER BY g.number), '[]')
+                FROM list_groups g WHERE g.owner = u.id)::text AS "groups!",
+             (SELECT COALESCE(json_agg(json_build_array(
+                       c.contact, p.email, p.friendly_name, c.nickname, c.guid, c.lists,
+                       c.changed_at, p.privacy, COALESCE(r.lists, 0),
+                       (SELECT COALESCE(json_agg(m.number ORDER BY m.number), '[]')
+                          FROM contact_groups m
+                         WHERE m.owner = c.owner AND m.contact = c.contact))
+                     ORDER BY p.email), '[]')
+                FROM contacts c
+                JOIN users p ON p.id = c.contact
+                LEFT JOIN contacts r ON r.owner = c.contact AND r.contact = c.owner
+               WHERE c.owner = u.id)::text AS "contacts!",
+             (SELECT COALESCE(json_agg(json_build_array(key, value) ORDER BY key), '[]')
+                FROM properties WHERE owner = u.id)::text AS "properties!"
+           FROM users u WHERE u.id = $1"#,
         owner.0
     )
     .fetch_optional(&mut *conn)
@@ -81,87 +97,29 @@ pub(crate) async fn load_roster(
         return Ok(None);
     };
 
-    let groups = sqlx::query!(
-        "SELECT number, guid, name, changed_at FROM list_groups WHERE owner = $1 ORDER BY number",
-        owner.0
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|row| {
-        Ok(Group {
-            number: codec::group_number("list_groups.number", row.number.into())?,
-            guid: row.guid,
-            name: row.name,
-            changed_at: row.changed_at,
-        })
-    })
-    .collect::<Result<Vec<_>, StoreError>>()?;
-
-    let mut memberships: HashMap<i64, Vec<u32>> = HashMap::new();
-    for row in sqlx::query!(
-        "SELECT contact, number FROM contact_groups WHERE owner = $1 ORDER BY contact, number",
-        owner.0
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    {
-        let number = codec::group_number("contact_groups.number", row.number.into())?;
-        memberships.entry(row.contact).or_default().push(number);
-    }
-
-    let contacts = sqlx::query!(
-        r#"SELECT c.contact, u.email, u.friendly_name, c.nickname, c.guid, c.lists, c.changed_at,
-                  u.privacy AS peer_privacy, COALESCE(r.lists, 0) AS "peer_lists!"
-           FROM contacts c
-           JOIN users u ON u.id = c.contact
-           LEFT JOIN contacts r ON r.owner = c.contact AND r.contact = c.owner
-           WHERE c.owner = $1
-           ORDER BY u.email"#,
-        owner.0
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|row| {
-        Ok(Contact {
-            user: UserId(row.contact),
-            email: codec::email("users.email", &row.email)?,
-            friendly_name: row.friendly_name,
-            nickname: row.nickname,
-            guid: row.guid,
-            lists: codec::mask("contacts.lists", row.lists.into())?,
-            groups: memberships.remove(&row.contact).unwrap_or_default(),
-            peer: PeerView {
-                privacy: codec::privacy("users.privacy", &row.peer_privacy)?,
-                lists_of_me: codec::mask("contacts.lists", row.peer_lists.into())?,
-            },
-            changed_at: row.changed_at,
-        })
-    })
-    .collect::<Result<Vec<_>, StoreError>>()?;
-
-    let properties = sqlx::query!(
-        "SELECT key, value FROM properties WHERE owner = $1 ORDER BY key",
-        owner.0
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|row| (row.key, row.value))
-    .collect();
+    let groups = codec::json::<Vec<codec::GroupRow>>("list_groups", &row.groups)?
+        .into_iter()
+        .map(|g| g.into_group())
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut contacts = codec::json::<Vec<codec::ContactRow>>("contacts", &row.contacts)?
+        .into_iter()
+        .map(|c| c.into_contact())
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // As in SQLite: the collect reuses the decoder's buffer, grown by doubling.
+    contacts.shrink_to_fit();
+    let properties = codec::json::<Vec<(String, String)>>("properties", &row.properties)?;
 
     Ok(Some(Roster {
         owner: Some(owner),
-        version: codec::version("users.list_version", user.list_version)?,
-        friendly_name: user.friendly_name,
-        privacy: codec::privacy("users.privacy", &user.privacy)?,
-        gtc: codec::gtc("users.gtc", &user.gtc)?,
+        version: codec::version("users.list_version", row.list_version)?,
+        friendly_name: row.friendly_name,
+        privacy: codec::privacy("users.privacy", &row.privacy)?,
+        gtc: codec::gtc("users.gtc", &row.gtc)?,
         groups,
         contacts,
         properties,
-        stamp: user.ab_stamp,
-        settings_changed_at: user.settings_changed_at,
+        stamp: row.ab_stamp,
+        settings_changed_at: row.settings_changed_at,
     }))
 }
 
