@@ -459,3 +459,47 @@ async fn a_personal_message_that_goes_away_is_cleared() {
         "the old message came back"
     );
 }
+
+/// The roster a session reads at sign-in answers its first SYN: a list change made by
+/// someone else between the sign-in and that SYN must be in it, and a later SYN reads the
+/// lists again.
+#[tokio::test]
+async fn first_syn_has_changes_made_after_sign_in_msnp9() {
+    let cluster = cluster_with(&[
+        ("alice@example.com", "Alice"),
+        ("bob@example.com", "Bob"),
+        ("carol@example.com", "Carol"),
+    ])
+    .await;
+    let mut a = cluster.login(9, "alice@example.com", "pw").await;
+    let mut b = cluster.login(9, "bob@example.com", "pw").await;
+    add(&mut b, "FL", "alice@example.com").await;
+    assert_eq!(a.next_line().await, "ADD 0 RL 1 bob@example.com Bob");
+
+    let tr = a.cmd("SYN", "0").await;
+    let lines: Vec<String> = a.barrier().await.iter().map(line_of).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("SYN {tr} 1 1 1"),
+            "GTC A".into(),
+            "BLP AL".into(),
+            "LSG 0 Other%20Contacts 0".into(),
+            "LST bob@example.com Bob 8".into()
+        ]
+    );
+
+    let mut c = cluster.login(9, "carol@example.com", "pw").await;
+    add(&mut c, "FL", "alice@example.com").await;
+    assert_eq!(a.next_line().await, "ADD 0 RL 2 carol@example.com Carol");
+    let tr = a.cmd("SYN", "0").await;
+    let lines: Vec<String> = a.barrier().await.iter().map(line_of).collect();
+    assert_eq!(lines[0], format!("SYN {tr} 2 2 1"));
+    assert_eq!(
+        lines[4..],
+        [
+            "LST bob@example.com Bob 8".to_string(),
+            "LST carol@example.com Carol 8".into()
+        ]
+    );
+}
