@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 GET over a real TCP connection, and the Passport 1.4 exchange an
-//! MSN 6–7.5 client performs with it (nexus, then `login2.srf`).
+//! A minimal HTTP/1.1 GET and POST over a real TCP connection, and the Passport 1.4
+//! exchange an MSN 6–7.5 client performs with it (nexus, then `login2.srf`); the token
+//! service's (WLM) is in `rst`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,28 +35,55 @@ pub async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<Response> {
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    request(addr, "GET", path, headers, None).await
+}
+
+/// `POST path` with `body`, as [`get`] otherwise.
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Response> {
+    request(addr, "POST", path, headers, Some(body)).await
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<Response> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(k);
         req.push_str(": ");
         req.push_str(v);
         req.push_str("\r\n");
     }
+    if let Some(body) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body.unwrap_or_default());
     let exchange = async {
         let mut s = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to http://{addr}"))?;
-        s.write_all(req.as_bytes()).await?;
+        s.write_all(&req).await?;
         let mut raw = Vec::with_capacity(1024);
         s.read_to_end(&mut raw).await?;
         anyhow::Ok(raw)
     };
     let raw = tokio::time::timeout(TIMEOUT, exchange)
         .await
-        .map_err(|_| anyhow!("GET http://{addr}{path}: no complete answer within {TIMEOUT:?}"))?
-        .with_context(|| format!("GET http://{addr}{path}"))?;
-    parse(&raw).with_context(|| format!("GET http://{addr}{path}: malformed response"))
+        .map_err(|_| {
+            anyhow!("{method} http://{addr}{path}: no complete answer within {TIMEOUT:?}")
+        })?
+        .with_context(|| format!("{method} http://{addr}{path}"))?;
+    parse(&raw).with_context(|| format!("{method} http://{addr}{path}: malformed response"))
 }
 
 fn parse(raw: &[u8]) -> anyhow::Result<Response> {

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod http;
 pub mod plan;
 pub mod procfs;
+pub mod rst;
 pub mod seed;
 pub mod stats;
 pub mod worker;

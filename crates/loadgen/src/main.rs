@@ -14,6 +14,19 @@ use butterfly_loadgen::seed::{self, Manifest};
 use butterfly_store::{PgOptions, PgStore, SqliteStore};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Users one worker process takes by default (each holds a socket per user, under the
+/// 20,000 open-files limit, with room for chats).
+const USERS_PER_WORKER: usize = 15_000;
+/// Users one source address takes by default. A socket bound to `(address, 0)` takes a
+/// port of that address for itself whatever the destination, and with ~10,600 taken per
+/// address binding had slowed the 100k cluster run's sign-ins from 300/s to 100/s.
+const USERS_PER_SOURCE: usize = 4_000;
+
+/// `127.0.1.1`, `127.0.1.2`, … (`n` of them).
+fn local_sources(n: u8) -> Vec<IpAddr> {
+    (1..=n).map(|i| IpAddr::from([127, 0, 1, i])).collect()
+}
+
 #[derive(Parser)]
 #[command(
     name = "butterfly-loadgen",
@@ -87,7 +100,8 @@ struct SeedArgs {
 enum AuthArg {
     /// MSNP2–7 MD5 only.
     Md5,
-    /// Passport 1.4 (login2.srf) for MSNP8–12, MD5 below.
+    /// Each client's own way: MD5 for MSNP2–7, Passport 1.4 (login2.srf) for MSNP8–12,
+    /// the token service (RST.srf, RST2.srf from MSNP16) for MSNP13+.
     Passport,
     /// Tickets minted with the server's ticket secret (the NS alone).
     Ticket,
@@ -120,14 +134,14 @@ struct RunArgs {
     #[arg(long, default_value = "12:50,18:50")]
     dialects: String,
     /// Worker processes (each holds its share of the connections: at most ~19k per
-    /// process under a 20,000 open-files limit).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    /// process under a 20,000 open-files limit). Default: one per 15,000 users.
+    #[arg(long)]
+    workers: Option<usize>,
     /// Source addresses, comma-separated (connections are spread over them).
     #[arg(long, value_delimiter = ',')]
     sources: Vec<IpAddr>,
     /// Or this many source addresses 127.0.1.1, 127.0.1.2, … (Linux routes all of
-    /// 127.0.0.0/8 to loopback).
+    /// 127.0.0.0/8 to loopback). Default: one per 4,000 users.
     #[arg(long, conflicts_with = "sources")]
     source_count: Option<u8>,
     /// Sign-ins per second during the ramp.
@@ -323,10 +337,6 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<bool> {
                 a.http.is_some(),
                 "--auth passport needs --http (Passport's address)"
             );
-            anyhow::ensure!(
-                mix.iter().all(|(d, _)| *d <= 12),
-                "--auth passport covers MSNP2–12 (login2.srf); use --auth ticket for MSNP13+"
-            );
             AuthMode::Passport
         }
         AuthArg::Ticket => {
@@ -344,13 +354,25 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<bool> {
             AuthMode::Ticket { secret }
         }
     };
-    anyhow::ensure!(a.workers >= 1, "--workers must be at least 1");
+    let workers = a.workers.unwrap_or(users.div_ceil(USERS_PER_WORKER).max(1));
+    anyhow::ensure!(workers >= 1, "--workers must be at least 1");
     anyhow::ensure!(a.ramp_rate > 0.0, "--ramp-rate must be positive");
     let sources = match (a.sources.is_empty(), a.source_count) {
         (false, _) => a.sources.clone(),
-        (true, Some(n)) => (1..=n).map(|i| IpAddr::from([127, 0, 1, i])).collect(),
-        (true, None) => vec![IpAddr::from([127, 0, 0, 1])],
+        (true, Some(n)) => local_sources(n),
+        (true, None) => {
+            let n = users.div_ceil(USERS_PER_SOURCE).clamp(1, 250);
+            local_sources(n as u8)
+        }
     };
+    if users > sources.len() * USERS_PER_SOURCE {
+        eprintln!(
+            "warning: {users} users over {} source addresses is more than {USERS_PER_SOURCE} \
+             connections per address; binding a source port gets slow (docs/BENCHMARKS.md \
+             §4.2): give more --source-count",
+            sources.len()
+        );
+    }
     let plan = Plan {
         manifest: a.manifest.canonicalize().unwrap_or(a.manifest.clone()),
         users,
@@ -358,7 +380,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<bool> {
         http: a.http,
         auth,
         mix,
-        workers: a.workers,
+        workers,
         sources,
         // A moment for the workers to start and read the manifest.
         epoch_us: now_us() + 2_000_000,

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 pub enum AuthMode {
     /// MSNP2–7 `USR MD5` (no password hashing on the server's side of the sign-in).
     Md5,
-    /// The client's own way: MD5 for MSNP2–7, Passport 1.4 (`login2.srf`, the server checks
-    /// the argon2id hash) for MSNP8–12.
+    /// The client's own way: MD5 for MSNP2–7, Passport 1.4 (`login2.srf`) for MSNP8–12,
+    /// the token service (`RST.srf`; `RST2.srf` from MSNP16) for MSNP13+. The server checks
+    /// the argon2id hash on every Passport sign-in.
     Passport,
     /// Tickets minted by the generator with the server's ticket secret (`USR TWN` for
     /// MSNP8–14, `USR SSO` with the MBI proof for MSNP15+; MD5 for MSNP2–7): the NS alone.

@@ -422,6 +422,33 @@ struct Session {
 }
 
 /// Sign `me` in; `at` is the planned start (latencies count from it).
+fn passport_http(shared: &Shared) -> anyhow::Result<std::net::SocketAddr> {
+    shared
+        .plan
+        .http
+        .ok_or_else(|| anyhow!("auth: Passport sign-in needs --http"))
+}
+
+/// The token for `wanted` from the token service (RST for MSNP13–15, RST2 from MSNP16).
+async fn rst_token(
+    shared: &Shared,
+    me: u32,
+    dialect: u8,
+    addresses: &[(&str, &str)],
+    wanted: &str,
+) -> anyhow::Result<crate::rst::Token> {
+    let email = shared.manifest.email(me as usize);
+    let password = shared.manifest.password(me as usize);
+    let form = crate::rst::Form::of(dialect);
+    let tokens = crate::rst::tokens(passport_http(shared)?, form, &email, &password, addresses)
+        .await?
+        .map_err(|(status, _)| anyhow!("auth: the token service answered HTTP {status}"))?;
+    tokens
+        .into_iter()
+        .find(|t| t.address == wanted)
+        .ok_or_else(|| anyhow!("auth: the token service issued no {wanted} token"))
+}
+
 async fn sign_in(shared: &Arc<Shared>, me: u32, at: u64, churn: bool) -> anyhow::Result<Session> {
     let d = shared.dialect(me);
     let email = shared.manifest.email(me as usize);
@@ -463,22 +490,31 @@ async fn sign_in(shared: &Arc<Shared>, me: u32, at: u64, churn: bool) -> anyhow:
                 t.issue_passport(id, &Email::parse(&email)?)
             }
             (AuthMode::Passport, None) if d <= 12 => {
-                let http = shared
-                    .plan
-                    .http
-                    .ok_or_else(|| anyhow!("auth: Passport sign-in needs --http"))?;
                 let policy = policy.args.get(3).cloned().unwrap_or_default();
                 crate::http::passport_login(
-                    http,
+                    passport_http(shared)?,
                     &email,
                     &shared.manifest.password(me as usize),
                     &policy,
                 )
                 .await?
             }
+            (AuthMode::Passport, None) => {
+                // WLM 8.x: the token service, for the tokens that client asks for.
+                let policy = policy.args.get(3).cloned().unwrap_or_default();
+                let addresses = [
+                    ("http://Passport.NET/tb", ""),
+                    ("messenger.msn.com", policy.as_str()),
+                    ("contacts.msn.com", "MBI"),
+                ];
+                rst_token(shared, me, d, &addresses, "messenger.msn.com")
+                    .await?
+                    .ticket
+            }
             _ => bail!("auth: MSNP{d} needs --auth ticket here"),
         };
-        let ticket = if d >= 13 {
+        // A minted ticket is the bare token; the token service's is already `t=…&p=…`.
+        let ticket = if d >= 13 && shared.tickets.is_some() {
             format!("t={ticket}&p=")
         } else {
             ticket
@@ -486,19 +522,36 @@ async fn sign_in(shared: &Arc<Shared>, me: u32, at: u64, churn: bool) -> anyhow:
         let tr = c.cmd(b"USR", &["TWN", "S", &ticket]).await?;
         c.answer("USR", tr, ignore).await?;
     } else {
-        let tickets = shared
-            .tickets
-            .as_ref()
-            .ok_or_else(|| anyhow!("auth: MSNP{d} needs --auth ticket here"))?;
         let tr = c.cmd(b"USR", &["SSO", "I", &email]).await?;
         let challenge = c.answer("USR", tr, ignore).await?;
         let nonce = challenge
             .args
             .get(4)
             .ok_or_else(|| anyhow!("auth: no SSO nonce"))?;
-        let id = UserId(shared.manifest.ids[me as usize]);
-        let ticket = tickets.issue_service(id, &Email::parse(&email)?, Service::Messenger);
-        let secret = tickets.binary_secret(&ticket);
+        let (ticket, secret) = match (auth, &shared.tickets) {
+            (_, Some(tickets)) => {
+                let id = UserId(shared.manifest.ids[me as usize]);
+                let ticket = tickets.issue_service(id, &Email::parse(&email)?, Service::Messenger);
+                let secret = tickets.binary_secret(&ticket).to_vec();
+                (ticket, secret)
+            }
+            (AuthMode::Passport, None) => {
+                // WLM 2009 (and 8.5): the tokens that client asks for; the Messenger one
+                // comes with the binary secret that keys the proof.
+                let addresses = [
+                    ("http://Passport.NET/tb", ""),
+                    ("messengerclear.live.com", "MBI_KEY_OLD"),
+                    ("messenger.msn.com", "?id=507"),
+                    ("contacts.msn.com", "MBI"),
+                ];
+                let token = rst_token(shared, me, d, &addresses, "messengerclear.live.com").await?;
+                let secret = token.secret.ok_or_else(|| {
+                    anyhow!("auth: the Messenger token came without its binary secret")
+                })?;
+                (token.ticket, secret)
+            }
+            _ => bail!("auth: MSNP{d} needs --auth ticket or passport here"),
+        };
         let blob = msnp::auth::mbi_blob(&secret, nonce, rand::random());
         let guid = machine_guid(me);
         let mut args = vec!["SSO", "S", &ticket, &blob];

@@ -1,9 +1,14 @@
-//! The CI smoke run: the real `butterfly-loadgen` binary (two worker processes) against
-//! the embedded server — 200 users with 10 contacts each, MSNP7 (MD5), MSNP12 and MSNP18
-//! (pre-issued tickets), presence changes, chats and churn — and thresholds on
-//! correctness only: no errors, no missed or duplicate notifications, every message
-//! delivered. Speed is for the benchmark (docs/BENCHMARKS.md), not for this test.
+//! The CI smoke runs: the real `butterfly-loadgen` binary (two worker processes) against
+//! the embedded server, with thresholds on correctness only — no errors, no missed or
+//! duplicate notifications, every message delivered. Speed is for the benchmark
+//! (docs/BENCHMARKS.md), not for these tests.
+//!
+//! - 200 users with 10 contacts each, MSNP7 (MD5), MSNP12 and MSNP18 (pre-issued
+//!   tickets), presence changes, chats and churn;
+//! - 40 users signing in each client's own way: MD5, Passport 1.4, the token service's
+//!   RST (WLM 8.x) and RST2 (WLM 2009).
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use butterfly_core::account::PasswordCost;
@@ -13,80 +18,109 @@ use butterfly_testkit::TestCluster;
 
 const SECRET: &str = "smoke-test-ticket-secret-0123456789abcdef";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_users_without_a_missed_notification() {
-    let cluster = TestCluster::start_with(|s| s.ticket_secret = Some(SECRET.to_owned())).await;
+/// Seed `users` accounts with `contacts` each into the cluster's store, run the generator
+/// with `args` (after `--manifest` and `--ns`) and return whether it succeeded and its
+/// JSON results.
+async fn run(
+    cluster: &TestCluster,
+    name: &str,
+    users: usize,
+    contacts: usize,
+    args: &[&str],
+) -> (bool, serde_json::Value) {
     let cheap = PasswordCost {
         memory_kib: 64,
         iterations: 1,
         parallelism: 1,
     };
     let store = cluster.store();
-    let manifest = seed::seed(store.as_ref(), "smoke", 200, Degrees::Fixed(10), 3, cheap)
-        .await
-        .expect("seeding");
-    let dir = std::env::temp_dir().join(format!("butterfly-loadgen-smoke-{}", std::process::id()));
+    let manifest = seed::seed(
+        store.as_ref(),
+        name,
+        users,
+        Degrees::Fixed(contacts),
+        3,
+        cheap,
+    )
+    .await
+    .expect("seeding");
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("butterfly-loadgen-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let manifest_path = dir.join("manifest.json");
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let json = dir.join("results.json");
 
     let ns = cluster.ns_addr().to_string();
-    let args = [
+    let mut all: Vec<String> = [
         "run",
         "--manifest",
         manifest_path.to_str().unwrap(),
         "--ns",
         &ns,
-        "--auth",
-        "ticket",
-        "--ticket-secret",
-        SECRET,
-        "--dialects",
-        "7:20,12:40,18:40",
-        "--workers",
-        "2",
-        "--ramp-rate",
-        "400",
-        "--settle-secs",
-        "1",
-        "--steady-secs",
-        "6",
-        "--presence-rate",
-        "60",
-        "--chat-rate",
-        "5",
-        "--grace-secs",
-        "2",
-        "--churn-secs",
-        "2",
-        "--churn-rate",
-        "10",
-        "--max-errors",
-        "0",
-        "--max-missed",
-        "0",
-        "--max-duplicates",
-        "0",
-        "--min-signins",
-        "200",
-        "--json",
-        json.to_str().unwrap(),
-    ];
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    all.extend(["--json".to_owned(), json.to_str().unwrap().to_owned()]);
     let exe = env!("CARGO_BIN_EXE_butterfly-loadgen");
-    let status = tokio::task::spawn_blocking(move || Command::new(exe).args(args).status())
+    let status = tokio::task::spawn_blocking(move || Command::new(exe).args(all).status())
         .await
         .unwrap()
         .expect("the load generator runs");
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("results written")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        status.success(),
-        "thresholds failed: {}",
-        results["failed_thresholds"]
-    );
+    (status.success(), results)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_users_without_a_missed_notification() {
+    let cluster = TestCluster::start_with(|s| s.ticket_secret = Some(SECRET.to_owned())).await;
+
+    let (ok, results) = run(
+        &cluster,
+        "smoke",
+        200,
+        10,
+        &[
+            "--auth",
+            "ticket",
+            "--ticket-secret",
+            SECRET,
+            "--dialects",
+            "7:20,12:40,18:40",
+            "--workers",
+            "2",
+            "--ramp-rate",
+            "400",
+            "--settle-secs",
+            "1",
+            "--steady-secs",
+            "6",
+            "--presence-rate",
+            "60",
+            "--chat-rate",
+            "5",
+            "--grace-secs",
+            "2",
+            "--churn-secs",
+            "2",
+            "--churn-rate",
+            "10",
+            "--max-errors",
+            "0",
+            "--max-missed",
+            "0",
+            "--max-duplicates",
+            "0",
+            "--min-signins",
+            "200",
+        ],
+    )
+    .await;
+    assert!(ok, "thresholds failed: {}", results["failed_thresholds"]);
 
     let count = |k: &str| results["counters"][k].as_u64().unwrap_or(0);
     assert_eq!(count("signins"), 200);
@@ -100,4 +134,59 @@ async fn two_hundred_users_without_a_missed_notification() {
     assert_eq!(count("chats_ok"), count("chats"));
     assert_eq!(count("messages_received"), count("messages_sent"));
     assert!(count("churned") > 0);
+}
+
+/// Every client's own sign-in: MD5 (MSNP7), Passport 1.4 (MSNP9), the token service's
+/// RST with `USR TWN` (MSNP13) and RST2 with `USR SSO` and the MBI proof (MSNP16), each
+/// checking the account's argon2id hash; then presence among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_signs_in_its_own_way() {
+    let cluster = TestCluster::start().await;
+    let http = cluster.http_addr().to_string();
+    let (ok, results) = run(
+        &cluster,
+        "ownway",
+        40,
+        6,
+        &[
+            "--auth",
+            "passport",
+            "--http",
+            &http,
+            "--dialects",
+            "7:25,9:25,13:25,16:25",
+            "--workers",
+            "2",
+            "--ramp-rate",
+            "100",
+            "--settle-secs",
+            "1",
+            "--steady-secs",
+            "3",
+            "--presence-rate",
+            "20",
+            "--chat-rate",
+            "2",
+            "--grace-secs",
+            "2",
+            "--max-errors",
+            "0",
+            "--max-missed",
+            "0",
+            "--max-duplicates",
+            "0",
+            "--min-signins",
+            "40",
+        ],
+    )
+    .await;
+    assert!(ok, "thresholds failed: {}", results["failed_thresholds"]);
+    let count = |k: &str| results["counters"][k].as_u64().unwrap_or(0);
+    assert_eq!(count("signins"), 40);
+    assert!(
+        count("notifications_expected") > 0,
+        "{}",
+        results["counters"]
+    );
+    assert_eq!(count("notifications"), count("notifications_expected"));
 }
