@@ -322,6 +322,7 @@ async fn drive(
                     else if now < plan.steady_end() { "steady" }
                     else if now < plan.accounting_end() { "grace" }
                     else if now < plan.churn_end() { "churn" }
+                    else if now < plan.drain_start() { "grace" }
                     else { "drain" };
                 let t = now.saturating_sub(plan.epoch_us) as f64 / 1e6;
                 let line = format!(

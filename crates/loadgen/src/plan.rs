@@ -138,8 +138,9 @@ impl Plan {
         self.accounting_end() + secs_us(self.churn_secs)
     }
 
-    /// Everything done, including chats finishing after their last scheduled start.
-    pub fn done(&self) -> u64 {
+    /// The drain: every user signs out. A grace period after the churn lets late
+    /// notifications of the churn (its `FLN`s) arrive before the drain's own.
+    pub fn drain_start(&self) -> u64 {
         self.churn_end() + secs_us(self.grace_secs)
     }
 

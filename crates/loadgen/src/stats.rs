@@ -10,7 +10,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 /// The latencies, in the order the report lists them, with what each measures.
-pub const LATENCIES: [(&str, &str); 10] = [
+pub const LATENCIES: [(&str, &str); 11] = [
     (
         "signin_connect",
         "sign-in: TCP connect (from the planned start)",
@@ -39,10 +39,14 @@ pub const LATENCIES: [(&str, &str); 10] = [
     ),
     ("delivery", "switchboard: planned message send to delivery"),
     ("churn_signin", "churn: planned start to online again"),
+    (
+        "signout_fanout",
+        "churn: planned sign-out to each watcher's FLN",
+    ),
 ];
 
 /// Counters, in report order.
-pub const COUNTERS: [&str; 14] = [
+pub const COUNTERS: [&str; 15] = [
     "signins",
     "presence_changes",
     "notifications",
@@ -58,6 +62,9 @@ pub const COUNTERS: [&str; 14] = [
     "signouts",
     // Scheduled actions of users that were not signed in (their failure is counted once).
     "skipped_actions",
+    // FLN about a user with no sign-out planned by then, before the drain (a sign-out the
+    // generator did not ask for: a lost connection, counted as an error where it happens).
+    "unexpected_signouts",
 ];
 
 #[derive(Debug, Clone)]

@@ -86,6 +86,9 @@ struct Shared {
     online: AtomicUsize,
     /// My users connected through the whole accounting window (receivers that count).
     alive: Mutex<Vec<bool>>,
+    /// Every user's planned churn sign-outs, in time order (all users: any may be a
+    /// contact of mine).
+    churns: HashMap<u32, Vec<u64>>,
 }
 
 impl Shared {
@@ -144,6 +147,25 @@ impl Shared {
         stats.add("duplicates", dup);
         stats.add("missed", u64::from(gap));
     }
+
+    /// `FLN` about `sender` reached one of my users: the delay from the sign-out the plan
+    /// had for it, or an unexpected sign-out when there was none. From the drain on, every
+    /// user signs out: not counted.
+    fn signed_out(&self, sender: u32) {
+        let now = now_us();
+        if now >= self.plan.drain_start() {
+            return;
+        }
+        let planned = self
+            .churns
+            .get(&sender)
+            .and_then(|times| times.iter().rev().find(|&&t| t <= now));
+        let mut stats = self.stats();
+        match planned {
+            Some(&t) => stats.record("signout_fanout", now - t),
+            None => stats.add("unexpected_signouts", 1),
+        }
+    }
 }
 
 /// Run worker `index` of the plan in `plan_path`.
@@ -161,8 +183,16 @@ pub async fn run(plan_path: &std::path::Path, index: usize) -> anyhow::Result<()
     let mine: Vec<u32> = (0..plan.users as u32)
         .filter(|&u| plan.owner(u) == index)
         .collect();
+    let actions = plan.actions(|u| graph.contacts(u as usize).len() as u32);
+    let mut churns: HashMap<u32, Vec<u64>> = HashMap::new();
+    for (at, action) in &actions {
+        if let Action::Churn { user } = action {
+            churns.entry(*user).or_default().push(*at);
+        }
+    }
     let shared = Arc::new(Shared {
         alive: Mutex::new(vec![false; plan.users]),
+        churns,
         plan,
         manifest,
         graph,
@@ -187,9 +217,6 @@ pub async fn run(plan_path: &std::path::Path, index: usize) -> anyhow::Result<()
     let progress = tokio::spawn(progress(shared.clone()));
 
     // The schedule: only my users' actions.
-    let actions = shared
-        .plan
-        .actions(|u| shared.graph.contacts(u as usize).len() as u32);
     let schedule = {
         let shared = shared.clone();
         let senders = senders.clone();
@@ -252,7 +279,7 @@ pub async fn run(plan_path: &std::path::Path, index: usize) -> anyhow::Result<()
     let (_, checked) = tokio::join!(schedule, accounting);
     checked?;
 
-    sleep_until_us(shared.plan.churn_end()).await;
+    sleep_until_us(shared.plan.drain_start()).await;
     for tx in senders.values() {
         let _ = tx.send(Cmd::SignOut).await;
     }
@@ -765,6 +792,17 @@ impl Session {
                     {
                         shared.receipt(self.me, sender, seq, planned);
                     }
+                }
+            }
+            "FLN" => {
+                // FLN email …, FLN 1:email (MSNP13+), FLN 1:email;{machine} (MSNP16+).
+                if let Some(sender) = f
+                    .args
+                    .iter()
+                    .find(|a| a.contains('@'))
+                    .and_then(|e| shared.user_of(e))
+                {
+                    shared.signed_out(sender);
                 }
             }
             "XFR" => {

@@ -134,6 +134,16 @@ async fn two_hundred_users_without_a_missed_notification() {
     assert_eq!(count("chats_ok"), count("chats"));
     assert_eq!(count("messages_received"), count("messages_sent"));
     assert!(count("churned") > 0);
+    // Each churned user's watchers were told it left, and nobody else was said to leave.
+    let signout_fanout = results["latencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l[0] == "signout_fanout")
+        .map(|l| l[2]["count"].as_u64().unwrap())
+        .unwrap();
+    assert!(signout_fanout > 0, "{}", results["latencies"]);
+    assert_eq!(count("unexpected_signouts"), 0);
 }
 
 /// Every client's own sign-in: MD5 (MSNP7), Passport 1.4 (MSNP9), the token service's
