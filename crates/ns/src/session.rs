@@ -167,9 +167,10 @@ struct Online {
     company: bool,
     session: SessionId,
     roster: Roster,
-    /// `roster` is the one read at sign-in and no `SYN` has been answered yet: the first
-    /// `SYN` (which MSNP2–12 clients send right after signing in) sends it as it is
-    /// instead of reading it again.
+    /// `roster` is current — read at sign-in, and every change since reloaded — and no
+    /// `SYN` has been answered yet: the first `SYN` (which MSNP2–12 clients send right
+    /// after signing in) sends it as it is instead of reading it again. A reload that
+    /// fails clears it.
     roster_unsent: bool,
     /// My presence, set by CHG; None until the first CHG.
     presence: Option<Presence>,
@@ -1413,6 +1414,9 @@ impl<S: Stream> Session<S> {
                         }
                     };
                     self.send(f);
+                } else {
+                    // The held roster is behind the change: no SYN may answer from it.
+                    self.me_mut().roster_unsent = false;
                 }
             }
             Event::User(UserEvent::Notification {
@@ -1614,8 +1618,10 @@ impl<S: Stream> Session<S> {
             Ok(out) => out,
             Err(e) => return Ok(Err(e)),
         };
-        if let Ok(r) = self.deps.store.roster(owner).await {
-            self.me_mut().roster = r;
+        match self.deps.store.roster(owner).await {
+            Ok(r) => self.me_mut().roster = r,
+            // The held roster is behind the edit: no SYN may answer from it.
+            Err(_) => self.me_mut().roster_unsent = false,
         }
         let me = self.me();
         butterfly_core::bus::announce_edit(self.deps.bus.as_ref(), &me.email, &me.roster, &out)
@@ -1860,6 +1866,8 @@ impl<S: Stream> Session<S> {
     /// own list command would have done.
     async fn lists_changed(&mut self) {
         let Ok(roster) = self.deps.store.roster(self.me().id).await else {
+            // The held roster is behind the change: no SYN may answer from it.
+            self.me_mut().roster_unsent = false;
             return;
         };
         self.me_mut().roster = roster;
