@@ -1067,6 +1067,21 @@ async fn sigterm_drains_a_gateway() {
     );
 }
 
+/// A base port below the ephemeral range (32768+, where the other tests' listeners live)
+/// such that it and the next `count - 1` ports are free now: the machine's own services
+/// listen in that range too (RabbitMQ on 25672).
+fn free_port_range(count: u16) -> u16 {
+    for _ in 0..100 {
+        let base = 20_000 + (rand::random::<u32>() % 10_000) as u16;
+        let free =
+            (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no {count} free ports in a row between 20000 and 30016");
+}
+
 /// The local cluster script, driven as an operator (or an outside probe) would: its
 /// output lines, users added with `butterfly user add --database-url`, two users on
 /// the two gateways, and a clean stop on SIGTERM.
@@ -1080,8 +1095,7 @@ async fn the_local_cluster_script_starts_a_network_that_works() {
     let (database, database_url) = services.create_database().await;
     let prefix = format!("bft{:08x}:", rand::random::<u32>());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/run-cluster.sh");
-    // Below the ephemeral range (32768+), where the other tests' listeners live.
-    let base = 20_000 + (rand::random::<u32>() % 10_000) as u16;
+    let base = free_port_range(16);
     let mut child = tokio::process::Command::new("bash")
         .arg(&script)
         .env("BUTTERFLY_BIN", BIN)
