@@ -108,10 +108,30 @@ pub async fn roaming_profiles(store: Arc<dyn Store>) {
     assert_eq!(store.profile(alice.id).await.unwrap(), Profile::default());
 }
 
+/// The bulk load of a store whose `bulk_load` is `load` (it is not on the [`Store`]
+/// trait): [`bulk_network`] loaded leaves the lists the edits would have
+/// ([`bulk_loaded_network`]), and loading one of its accounts again is refused, writing
+/// nothing.
+pub async fn bulk_load<F, Fut>(store: Arc<dyn Store>, load: F)
+where
+    F: Fn(Vec<NewAccount>, Vec<(u32, u32)>) -> Fut,
+    Fut: Future<Output = Result<Vec<UserId>, crate::BulkError>>,
+{
+    let (accounts, pairs) = bulk_network();
+    let ids = load(accounts.clone(), pairs).await.unwrap();
+    bulk_loaded_network(store.clone(), ids).await;
+    let before = store.accounts().await.unwrap().len();
+    let again = load(accounts[..1].to_vec(), Vec::new()).await;
+    assert!(
+        matches!(again, Err(crate::BulkError::Exists(_))),
+        "{again:?}"
+    );
+    assert_eq!(store.accounts().await.unwrap().len(), before);
+}
+
 /// The accounts and pairs a bulk-load check writes: a triangle (`bulk0`–`bulk2`), a pair
-/// (`bulk3`, `bulk4`) and `bulk5` alone. Load them with the store's `bulk_load`, then
-/// hand the ids to [`bulk_loaded_network`].
-pub fn bulk_network() -> (Vec<NewAccount>, Vec<(u32, u32)>) {
+/// (`bulk3`, `bulk4`) and `bulk5` alone.
+fn bulk_network() -> (Vec<NewAccount>, Vec<(u32, u32)>) {
     let accounts = (0..6)
         .map(|i| NewAccount {
             email: email(&format!("bulk{i}")),
@@ -126,7 +146,7 @@ pub fn bulk_network() -> (Vec<NewAccount>, Vec<(u32, u32)>) {
 /// After a bulk load of [`bulk_network`]: the accounts as given, each pair mutual on FL,
 /// AL and RL (one list version), nobody else on anyone's lists; and the lists behave as
 /// if made by edits — taking a contact off FL takes the owner off the contact's RL.
-pub async fn bulk_loaded_network(store: Arc<dyn Store>, ids: Vec<UserId>) {
+async fn bulk_loaded_network(store: Arc<dyn Store>, ids: Vec<UserId>) {
     let store = &*store;
     let (accounts, pairs) = bulk_network();
     assert_eq!(ids.len(), accounts.len());
