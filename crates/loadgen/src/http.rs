@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 /// How long one HTTP exchange may take.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+#[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     /// Header names lower-cased.
