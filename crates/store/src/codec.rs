@@ -5,6 +5,7 @@
 //! unknown privacy code, a malformed GUID) surfaces as a [`StoreError::Backend`] naming the
 //! column, rather than a panic or a silently different value.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 
 use butterfly_core::account::{Account, Email, LegacyMd5, UserId};
@@ -69,18 +70,18 @@ pub(crate) fn gtc(column: &str, s: &str) -> Result<Gtc, StoreError> {
 
 /// A JSON value a roster statement folded rows into (`lists::load_roster` of either
 /// backend), decoded; `what` names the rows in the error.
-pub(crate) fn json<T: serde::de::DeserializeOwned>(
+pub(crate) fn json<'a, T: serde::Deserialize<'a>>(
     what: &str,
-    text: &str,
+    text: &'a str,
 ) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
 /// One `list_groups` row as a roster statement folds it: `[number, guid, name, changed_at]`.
 #[derive(serde::Deserialize)]
-pub(crate) struct GroupRow(i64, String, String, i64);
+pub(crate) struct GroupRow<'a>(i64, #[serde(borrow)] Cow<'a, str>, String, i64);
 
-impl GroupRow {
+impl GroupRow<'_> {
     pub(crate) fn into_group(self) -> Result<Group, StoreError> {
         let GroupRow(number, guid_text, name, changed_at) = self;
         Ok(Group {
@@ -96,20 +97,21 @@ impl GroupRow {
 /// guid, lists, changed_at, the contact's privacy, the contact's lists of the owner,
 /// [group numbers]]`.
 #[derive(serde::Deserialize)]
-pub(crate) struct ContactRow(
+pub(crate) struct ContactRow<'a>(
     i64,
-    String,
+    // Only parsed, so borrowed from the JSON text where it has no escapes.
+    #[serde(borrow)] Cow<'a, str>,
     String,
     Option<String>,
-    String,
+    #[serde(borrow)] Cow<'a, str>,
     i64,
     i64,
-    String,
+    #[serde(borrow)] Cow<'a, str>,
     i64,
     Vec<i64>,
 );
 
-impl ContactRow {
+impl ContactRow<'_> {
     pub(crate) fn into_contact(self) -> Result<Contact, StoreError> {
         let ContactRow(
             user,
